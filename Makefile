@@ -1,0 +1,32 @@
+# One-command set-up: `make test` and `make demo` create .venv and install everything they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export NO_ALBUMENTATIONS_UPDATE := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup test demo bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	@# mmengine (full) would bring opencv-python beside albumentations' headless build; keep exactly one.
+	@if $(PY) -m pip show -q opencv-python >/dev/null 2>&1; then $(PY) -m pip uninstall -q -y opencv-python && $(PY) -m pip install -q --force-reinstall --no-deps opencv-python-headless; fi
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest tests
+
+demo: setup
+	$(PY) -m attnkit demo
+
+bench: setup
+	$(PY) tools/benchmark.py attention
+
+clean:
+	rm -rf $(VENV) build *.egg-info

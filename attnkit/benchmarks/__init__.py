@@ -1,0 +1,1 @@
+"""Benchmarks: one module per kind, each with ``main(argv)``; run ``attnkit bench KIND``."""

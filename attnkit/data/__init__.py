@@ -1,0 +1,7 @@
+"""Shared data plumbing: image reading, albumentations pipelines, collate, the demo-data generator."""
+from .collate import collate, pad_to_multiple
+from .io import read_image, read_label_png
+from .pipeline import IMAGENET_MEAN, IMAGENET_STD, Pipeline, build_transform
+
+__all__ = ['collate', 'pad_to_multiple', 'read_image', 'read_label_png', 'Pipeline', 'build_transform',
+           'IMAGENET_MEAN', 'IMAGENET_STD']

@@ -1,0 +1,1 @@
+"""Necks: FPN, ASPP."""
