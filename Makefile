@@ -23,7 +23,7 @@ test: setup
 	$(PY) -m pytest tests
 
 demo: setup
-	$(PY) -m attnkit demo
+	$(PY) -m attnkit.demo
 
 bench: setup
 	$(PY) tools/benchmark.py attention

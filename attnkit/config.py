@@ -35,7 +35,7 @@ def load_config(path: str | os.PathLike, cfg_options: Mapping[str, Any] | None =
 
 
 def _check_dotted_key(cfg: Config, key: str, path: str) -> None:
-    node: Any = cfg
+    node: Any = cfg._cfg_dict if isinstance(cfg, Config) else cfg  # Config itself is not a Mapping
     parts = key.split('.')
     for depth, part in enumerate(parts[:-1]):
         if isinstance(node, list) and part.isdigit() and int(part) < len(node):

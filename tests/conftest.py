@@ -7,3 +7,18 @@ os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def demo_data(tmp_path_factory):
+    """The shapes demo data set (12 train / 6 val images of 64 px, seed 0) in COCO, VOC and VQA v2 formats.
+
+    Returns the paths dict of ``attnkit.data.demo.generate_demo_data`` (root, voc_root, img_dir, seg_dir,
+    ann_dir, coco_{train,val}_json, vqa_{train,val}_{questions,annotations}, voc_{train,val}_list, ...).
+    Treat it as read-only: it is shared by the whole test session.
+    """
+    from attnkit.data.demo import generate_demo_data
+    return generate_demo_data(str(tmp_path_factory.mktemp('demo_data') / 'demo'), num_train=12, num_val=6,
+                              size=64, seed=0)

@@ -1,1 +1,5 @@
-"""Necks: FPN, ASPP."""
+"""Necks: FPN, ASPP (registered in NECKS)."""
+from . import aspp  # noqa: F401  (registers ASPP)
+from .fpn import FPN
+
+__all__ = ['FPN']

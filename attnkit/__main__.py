@@ -1,0 +1,7 @@
+"""``python -m attnkit ...`` (and ``accelerate launch -m attnkit train CONFIG``)."""
+import sys
+
+from .cli import main
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Small helpers of the engine: config sections with defaults, custom imports, moving batches to a device."""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import ConfigError
+
+__all__ = ['DEFAULT_RUNTIME', 'DEFAULT_OPTIM', 'DEFAULT_SCHEDULE', 'DEFAULT_TRAIN_CFG', 'section',
+           'import_custom_modules', 'to_device']
+
+# The defaults of configs/_base_/default_runtime.py, used for keys a config leaves out.
+DEFAULT_RUNTIME: dict[str, Any] = dict(seed=0, deterministic=False, mixed_precision='no', channels_last=True,
+                                       sync_bn=False, log_interval=20, find_unused_parameters=False,
+                                       tensorboard=True)
+DEFAULT_OPTIM: dict[str, Any] = dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4),
+                                     lr_mult=dict(), no_decay=('norm', 'bias', 'pos'), grad_clip=None,
+                                     accumulate_steps=1)
+DEFAULT_SCHEDULE: dict[str, Any] = dict(by_epoch=True, max_epochs=12, max_iters=None, warmup_iters=500,
+                                        warmup_ratio=0.001, policy='step', milestones=(8, 11), gamma=0.1,
+                                        power=0.9, min_lr_ratio=0.0)
+DEFAULT_TRAIN_CFG: dict[str, Any] = dict(eval_interval=1, checkpoint_interval=1, keep_ckpts=0, ema=None,
+                                         early_stopping=None)
+
+
+def section(cfg: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg[name]`` as a plain dict over ``defaults``; an unknown key is a ConfigError naming the closest one."""
+    from ..registry import closest_names
+    given = dict(cfg.get(name) or {})
+    for key in given:
+        if key not in defaults:
+            close = closest_names(key, list(defaults))
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ''
+            raise ConfigError(f"Unknown key {name}.{key} in the config.{hint} Known: {', '.join(defaults)}.")
+    out = dict(defaults)
+    out.update(given)
+    return out
+
+
+def import_custom_modules(cfg: Mapping[str, Any]) -> None:
+    """Import ``cfg.custom_imports.imports`` (modules that register extra datasets, models, metrics)."""
+    custom = cfg.get('custom_imports') or {}
+    for name in custom.get('imports', ()):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            if custom.get('allow_failed_imports', False):
+                continue
+            raise ConfigError(f'custom_imports: cannot import {name!r}: {exc}') from exc
+
+
+def to_device(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """Move every tensor in ``obj`` (recursively through dicts, lists, tuples) to ``device``.
+
+    4-D float tensors under the key ``images`` become channels_last when ``channels_last`` is set.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        out = {k: to_device(v, device) for k, v in obj.items()}
+        images = out.get('images')
+        if channels_last and isinstance(images, torch.Tensor) and images.dim() == 4:
+            out['images'] = images.contiguous(memory_format=torch.channels_last)
+        return out
+    if isinstance(obj, list):
+        return [to_device(v, device) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(to_device(v, device) for v in obj)
+    return obj

@@ -1,0 +1,163 @@
+"""RetinaNet head (Lin et al., 2017): anchors per FPN level, focal loss, smooth-L1 or GIoU box loss."""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
+
+from ...registry import HEADS
+from .anchors import AnchorGenerator, decode_boxes, encode_boxes
+from .utils import flatten_level, make_tower, postprocess
+
+__all__ = ['RetinaHead']
+
+
+@HEADS.register_module('RetinaHead')
+class RetinaHead(nn.Module):
+    """RetinaNet head.
+
+    Args:
+        num_classes: object classes (sigmoid classifiers, no background class).
+        in_channels, feat_channels, stacked_convs: FPN width, tower width, convs per tower.
+        strides, ratios, octave_base_scale, scales_per_octave: the anchors (see :class:`AnchorGenerator`).
+        pos_iou_thr, neg_iou_thr: an anchor is positive at IoU ≥ pos_iou_thr with its best object, negative
+            below neg_iou_thr, ignored in between; every object also claims its best anchors (IoU ≥ min_pos_iou).
+        ignore_iou_thr: anchors overlapping an ignore box (iscrowd/difficult) this much, and not positive,
+            are left out of the classification loss.
+        loss_bbox: ``'smooth_l1'`` (on deltas, ``beta``) or ``'giou'`` (on decoded boxes).
+        norm: tower normalisation, ``None`` (RetinaNet) or ``'GN'``.
+        score_thr, nms_pre, iou_thr, max_per_img: post-processing.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 256, feat_channels: int = 256, stacked_convs: int = 4,
+                 strides: Sequence[int] = (8, 16, 32, 64, 128), ratios: Sequence[float] = (0.5, 1.0, 2.0),
+                 octave_base_scale: float = 4.0, scales_per_octave: int = 3, pos_iou_thr: float = 0.5,
+                 neg_iou_thr: float = 0.4, min_pos_iou: float = 0.0, ignore_iou_thr: float = 0.5,
+                 loss_bbox: str = 'smooth_l1', beta: float = 1.0 / 9, focal_alpha: float = 0.25,
+                 focal_gamma: float = 2.0, loss_weights: dict[str, float] | None = None, norm: str | None = None,
+                 score_thr: float = 0.05, nms_pre: int = 1000, iou_thr: float = 0.5, max_per_img: int = 100,
+                 prior_prob: float = 0.01) -> None:
+        super().__init__()
+        if loss_bbox not in ('smooth_l1', 'giou'):
+            raise ValueError(f"RetinaHead: loss_bbox must be 'smooth_l1' or 'giou', got {loss_bbox!r}")
+        if num_classes < 1:
+            raise ValueError(f"RetinaHead: num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.strides = tuple(int(s) for s in strides)
+        self.anchor_generator = AnchorGenerator(strides, ratios, octave_base_scale, scales_per_octave)
+        self.num_anchors = self.anchor_generator.num_anchors
+        self.pos_iou_thr, self.neg_iou_thr, self.min_pos_iou = pos_iou_thr, neg_iou_thr, min_pos_iou
+        self.ignore_iou_thr = ignore_iou_thr
+        self.loss_bbox_type, self.beta = loss_bbox, beta
+        self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.loss_weights = {'cls': 1.0, 'bbox': 1.0, **(loss_weights or {})}
+        self.test_cfg = dict(score_thr=score_thr, nms_pre=nms_pre, iou_thr=iou_thr, max_per_img=max_per_img)
+
+        self.cls_tower = make_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.reg_tower = make_tower(in_channels, feat_channels, stacked_convs, norm)
+        self.cls_logits = nn.Conv2d(feat_channels, self.num_anchors * num_classes, 3, padding=1)
+        self.bbox_pred = nn.Conv2d(feat_channels, self.num_anchors * 4, 3, padding=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def forward(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Per level: class logits (N, A*C, H_l, W_l) and box deltas (N, A*4, H_l, W_l)."""
+        if len(feats) != len(self.strides):
+            raise ValueError(f"RetinaHead: got {len(feats)} feature maps for {len(self.strides)} strides")
+        return ([self.cls_logits(self.cls_tower(x)) for x in feats],
+                [self.bbox_pred(self.reg_tower(x)) for x in feats])
+
+    @torch.no_grad()
+    def get_targets(self, anchors: Tensor, boxes: Tensor, labels: Tensor, ignore: Tensor
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Max-IoU assignment.
+
+        Returns:
+            label per anchor (A,) (``num_classes`` = background), matched box (A, 4), and a (A,) bool mask of
+            anchors counted in the classification loss (positives and negatives).
+        """
+        num = anchors.shape[0]
+        labels_out = torch.full((num,), self.num_classes, dtype=torch.long, device=anchors.device)
+        matched = anchors.new_zeros((num, 4))
+        gt, gt_labels = boxes[~ignore].float(), labels[~ignore]
+        valid = torch.ones(num, dtype=torch.bool, device=anchors.device)
+        if gt.shape[0] > 0:
+            iou = box_iou(gt, anchors)  # (K, A)
+            max_iou, idx = iou.max(dim=0)
+            pos = max_iou >= self.pos_iou_thr
+            valid = (max_iou < self.neg_iou_thr) | pos
+            gt_best = iou.max(dim=1).values  # (K,)
+            for k in range(gt.shape[0]):  # low-quality matches: each object claims its best anchors
+                if gt_best[k] >= self.min_pos_iou and gt_best[k] > 0:
+                    best = iou[k] == gt_best[k]
+                    idx[best] = k
+                    pos |= best
+            valid |= pos
+            labels_out[pos] = gt_labels[idx[pos]]
+            matched = gt[idx]
+        else:
+            pos = torch.zeros(num, dtype=torch.bool, device=anchors.device)
+        if ignore.any():
+            ig_iou = box_iou(boxes[ignore].float(), anchors).max(dim=0).values
+            valid &= ~((ig_iou >= self.ignore_iou_thr) & ~pos)
+        return labels_out, matched, valid
+
+    def loss(self, feats: Sequence[Tensor], boxes: Sequence[Tensor], labels: Sequence[Tensor],
+             ignore: Sequence[Tensor] | None = None) -> dict[str, Tensor]:
+        """Focal classification loss and box loss, both divided by the number of positive anchors.
+
+        Args:
+            feats: FPN maps; boxes/labels/ignore: per image (K_i, 4) xyxy input pixels, (K_i,), (K_i,) bool.
+        """
+        cls_out, reg_out = self(feats)
+        device = cls_out[0].device
+        anchors = torch.cat(self.anchor_generator([tuple(c.shape[-2:]) for c in cls_out], device))
+        cls = torch.cat([flatten_level(c, self.num_classes) for c in cls_out], 1).float()
+        reg = torch.cat([flatten_level(r, 4) for r in reg_out], 1).float()
+        if ignore is None:
+            ignore = [torch.zeros(len(b), dtype=torch.bool, device=device) for b in boxes]
+        t_labels, t_boxes, t_valid = [], [], []
+        for b, l, ig in zip(boxes, labels, ignore):
+            t = self.get_targets(anchors, b.to(device), l.to(device), ig.to(device).bool())
+            t_labels.append(t[0]), t_boxes.append(t[1]), t_valid.append(t[2])
+        t_labels, t_boxes, t_valid = torch.stack(t_labels), torch.stack(t_boxes), torch.stack(t_valid)
+        pos = t_labels < self.num_classes
+        num_pos = max(float(pos.sum()), 1.0)
+        onehot = F.one_hot(t_labels, self.num_classes + 1)[..., : self.num_classes].to(cls.dtype)
+        loss_cls = sigmoid_focal_loss(cls[t_valid], onehot[t_valid], alpha=self.focal_alpha,
+                                      gamma=self.focal_gamma, reduction='sum') / num_pos
+        if pos.any():
+            a = anchors[None].expand(pos.shape[0], -1, -1)[pos]
+            if self.loss_bbox_type == 'giou':
+                loss_bbox = generalized_box_iou_loss(decode_boxes(reg[pos], a), t_boxes[pos], reduction='sum')
+            else:
+                loss_bbox = F.smooth_l1_loss(reg[pos], encode_boxes(t_boxes[pos], a), beta=self.beta,
+                                             reduction='sum')
+            loss_bbox = loss_bbox / num_pos
+        else:
+            loss_bbox = reg.sum() * 0.0
+        return {'loss_cls': loss_cls * self.loss_weights['cls'], 'loss_bbox': loss_bbox * self.loss_weights['bbox']}
+
+    @torch.no_grad()
+    def predict(self, feats: Sequence[Tensor], metas: Sequence[dict[str, Any]]) -> list[dict[str, Tensor]]:
+        """Detections per image in original-image pixels; only the top-k candidates per level are decoded."""
+        cls_out, reg_out = self(feats)
+        anchors = self.anchor_generator([tuple(c.shape[-2:]) for c in cls_out], cls_out[0].device)
+        results = []
+        for i, meta in enumerate(metas):
+            scores = [flatten_level(c[i:i + 1], self.num_classes)[0].float().sigmoid() for c in cls_out]
+            deltas = [flatten_level(r[i:i + 1], 4)[0] for r in reg_out]
+
+            def decode(lvl: int, idx: Tensor, deltas=deltas) -> Tensor:
+                return decode_boxes(deltas[lvl][idx], anchors[lvl][idx])
+
+            results.append(postprocess(scores, None, meta, decode=decode, **self.test_cfg))
+        return results

@@ -1,0 +1,81 @@
+"""``Detector``: backbone (with any attention) → FPN → dense detection head (FCOS or RetinaNet)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ...builder import build_backbone, build_head, build_neck
+from ...errors import ConfigError
+from ...registry import MODELS
+
+__all__ = ['Detector']
+
+
+@MODELS.register_module('Detector')
+class Detector(nn.Module):
+    """A one-stage detector.
+
+    Args:
+        backbone: backbone config (``dict(type='ResNet', depth=50, attention=...)``).
+        neck: neck config (``dict(type='FPN', ...)``); ``in_channels`` defaults to the backbone's
+            ``out_channels`` and ``in_strides`` to its ``strides``.
+        head: head config (``dict(type='FCOSHead', ...)``); ``num_classes`` comes from ``metainfo['classes']``
+            and ``in_channels`` from the neck.
+        metainfo: ``{'classes': [names]}`` from the training set or the checkpoint.
+
+    ``forward(batch)``: in training mode ``{'loss', 'loss_cls', 'loss_bbox', ...}``; in eval mode one dict per
+    image with ``boxes`` (K, 4) xyxy in original-image pixels, ``scores`` (K,), ``labels`` (K,).
+    """
+
+    def __init__(self, backbone: dict, neck: dict | None, head: dict, metainfo: dict | None = None) -> None:
+        super().__init__()
+        self.metainfo = dict(metainfo or {})
+        classes = self.metainfo.get('classes')
+        head = dict(head)
+        if classes:
+            self.metainfo['classes'] = [str(c) for c in classes]
+            if head.get('num_classes') not in (None, len(classes)):
+                raise ConfigError(f"Detector: head.num_classes={head['num_classes']} but the dataset has "
+                                  f"{len(classes)} classes.")
+            head['num_classes'] = len(classes)
+        elif head.get('num_classes') is None:
+            raise ConfigError("Detector: no classes: pass metainfo={'classes': [...]} or head.num_classes.")
+        self.backbone = build_backbone(backbone)
+        in_channels = list(getattr(self.backbone, 'out_channels'))
+        if neck is not None:
+            neck = dict(neck)
+            neck.setdefault('in_channels', in_channels)
+            strides = getattr(self.backbone, 'strides', None)
+            if strides is not None and 'in_strides' not in neck:
+                neck['in_strides'] = list(strides)
+            self.neck = build_neck(neck)
+            width = self.neck.out_channels
+            width = width[0] if isinstance(width, (list, tuple)) else width
+        else:
+            self.neck = None
+            width = in_channels[-1]
+        head.setdefault('in_channels', int(width))
+        self.head = build_head(head)
+        self.num_classes = self.head.num_classes
+        if not self.metainfo.get('classes'):
+            self.metainfo['classes'] = [str(i) for i in range(self.num_classes)]
+
+    def extract_feats(self, images: Tensor) -> tuple[Tensor, ...]:
+        """(N, 3, H, W) → FPN maps; the input follows the model's memory format (channels_last when converted)."""
+        w = next(self.backbone.parameters(), None)
+        if w is not None and w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last) \
+                and not w.is_contiguous():
+            images = images.contiguous(memory_format=torch.channels_last)
+        feats = self.backbone(images)
+        return tuple(self.neck(feats)) if self.neck is not None else tuple(feats)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        """Losses (training) or detections (eval) for a collated batch (see docs/design.md)."""
+        feats = self.extract_feats(batch['images'])
+        if self.training:
+            losses = self.head.loss(feats, batch['boxes'], batch['labels'], batch.get('ignore'))
+            losses = {k: v.float() for k, v in losses.items()}
+            return {'loss': sum(losses.values()), **losses}
+        return self.head.predict(feats, batch['metas'])

@@ -1,0 +1,249 @@
+"""VQA v2 in the official JSON format: questions file, optional annotations file, images on disk.
+
+Layout (official VQA v2 / COCO)::
+
+    questions_file     {"data_subtype": "train2014", "questions": [{"image_id", "question", "question_id"}, ...]}
+    annotations_file   {"annotations": [{"question_id", "answers": [{"answer", ...} x 10],
+                                         "multiple_choice_answer", "answer_type", "question_type", ...}, ...]}
+    img_dir/COCO_train2014_000000458752.jpg        (``img_name_template``, formatted with subtype and image_id)
+
+The training split builds the vocabularies (answers; question words for the built-in tokenizer) and puts
+them in ``metainfo``; validation/test splits and the checkpoint reuse them through ``metainfo=``. A test
+split has no annotations file: its samples have no targets and are for prediction only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from ...data import Pipeline, collate, read_image
+from ...errors import ConfigError, DataError
+from ...registry import DATASETS
+from .answers import build_answer_vocab, soft_scores
+from .text import build_question_vocab, build_tokenizer
+
+__all__ = ['VQAv2Dataset']
+
+DEFAULT_PIPELINE = (dict(type='Resize', height=448, width=448),)
+
+
+def _load_json(path: str, what: str) -> Any:
+    if not os.path.isfile(path):
+        raise DataError(f'VQA {what} file {path!r} does not exist.')
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f'VQA {what} file {path!r} is not readable JSON: {exc}') from exc
+
+
+@DATASETS.register_module()
+class VQAv2Dataset(Dataset):
+    """Visual question answering samples from the official VQA v2 files.
+
+    Args:
+        questions_file: the questions JSON (``questions`` list).
+        annotations_file: the annotations JSON (``annotations`` list), or ``None`` for a test split.
+        img_dir: folder of the images.
+        img_name_template: image file name, formatted with ``subtype`` (the questions file's
+            ``data_subtype``) and ``image_id``; the demo data uses ``'{image_id:06d}.jpg'``.
+        pipeline: albumentations transform configs (resize; no flip by default: "left of" questions).
+        answer_min_count: answers kept in the vocabulary (training split only; see ``answers.py``).
+        max_question_len: tokens per question (words for ``'word'``, sub-words incl. specials for ``'hf'``).
+        tokenizer: ``dict(type='word', min_count=1)`` (built-in; vocabulary from these questions) or
+            ``dict(type='hf', path='data/pretrained/bert-base-uncased')``. ``None``: from ``metainfo``, else words.
+        metainfo: vocabularies from the training split or a checkpoint (then nothing is rebuilt here).
+
+    A sample: ``image`` (3, H, W), ``meta`` (``id`` = question id, ``image_id``, ``file``, ``ori_size``,
+    ``img_size``, ``scale_factor``), ``question`` (str), ``question_id`` (int), and with annotations
+    ``answer_scores`` (A,) float soft targets. ``collate`` adds ``input_ids``/``attention_mask`` (N, L).
+
+    Bad input: a file of the wrong kind, a malformed record, a question without annotation (when an
+    annotations file is given) or a missing image raise :class:`DataError` naming file and record. Empty
+    questions are skipped and answers outside the vocabulary get zero targets; both are counted in
+    ``self.stats`` and reported in one warning.
+    """
+
+    def __init__(self, questions_file: str, annotations_file: str | None = None, img_dir: str = '',
+                 img_name_template: str = 'COCO_{subtype}_{image_id:012d}.jpg',
+                 pipeline: Sequence[Mapping[str, Any]] = DEFAULT_PIPELINE, answer_min_count: int = 9,
+                 max_question_len: int = 14, tokenizer: Mapping[str, Any] | None = None,
+                 metainfo: Mapping[str, Any] | None = None) -> None:
+        self.questions_file = os.fspath(questions_file)
+        self.annotations_file = None if annotations_file is None else os.fspath(annotations_file)
+        self.img_dir = os.fspath(img_dir)
+        self.img_name_template = img_name_template
+        self.pipeline = Pipeline(pipeline)
+        self.stats = {'questions': 0, 'empty_questions': 0, 'answers': 0, 'answers_outside_vocab': 0,
+                      'questions_without_target': 0}
+        subtype, questions = self._read_questions()
+        self.subtype = subtype
+        annotations = self._read_annotations(questions) if self.annotations_file else None
+        self.metainfo = self._make_metainfo(metainfo, tokenizer, questions, annotations, answer_min_count,
+                                            max_question_len)
+        self.answer_to_index = {a: i for i, a in enumerate(self.metainfo['answers'])}
+        self.records = self._make_records(questions, annotations)
+        self._tokenizer = None
+        self._warn()
+
+    # ----------------------------------------------------------------------------------------- reading
+    def _read_questions(self) -> tuple[str | None, list[dict]]:
+        data = _load_json(self.questions_file, 'questions')
+        if not isinstance(data, dict) or not isinstance(data.get('questions'), list):
+            kind = ("an annotations file (it has 'annotations')" if isinstance(data, dict) and 'annotations' in data
+                    else 'not a VQA questions file')
+            raise DataError(f"VQA questions file {self.questions_file!r} has no 'questions' list: it is {kind}.")
+        kept = []
+        for i, q in enumerate(data['questions']):
+            if not isinstance(q, dict) or not all(k in q for k in ('question_id', 'image_id', 'question')):
+                raise DataError(f"VQA questions file {self.questions_file!r}: record {i} needs 'question_id', "
+                                f"'image_id' and 'question'; got {q!r:.200}.")
+            if not isinstance(q['question'], str) or not q['question'].strip():
+                self.stats['empty_questions'] += 1
+                continue
+            kept.append(q)
+        self.stats['questions'] = len(kept)
+        if not kept:
+            raise DataError(f'VQA questions file {self.questions_file!r} has no (non-empty) questions.')
+        return data.get('data_subtype'), kept
+
+    def _read_annotations(self, questions: list[dict]) -> dict[int, dict]:
+        path = self.annotations_file
+        data = _load_json(path, 'annotations')
+        if not isinstance(data, dict) or not isinstance(data.get('annotations'), list):
+            kind = ("a questions file (it has 'questions'); pass it as questions_file"
+                    if isinstance(data, dict) and 'questions' in data else 'not a VQA annotations file')
+            raise DataError(f"VQA annotations file {path!r} has no 'annotations' list: it is {kind}.")
+        by_id: dict[int, dict] = {}
+        for i, ann in enumerate(data['annotations']):
+            answers = ann.get('answers') if isinstance(ann, dict) else None
+            if ('question_id' not in ann or not isinstance(answers, list) or not answers
+                    or not all(isinstance(a, dict) and isinstance(a.get('answer'), str) for a in answers)):
+                raise DataError(f"VQA annotations file {path!r}: record {i} needs 'question_id' and a non-empty "
+                                f"'answers' list of {{'answer': str}}; got {ann!r:.200}.")
+            by_id[int(ann['question_id'])] = ann
+        missing = [q['question_id'] for q in questions if int(q['question_id']) not in by_id]
+        if missing:
+            raise DataError(f'VQA annotations file {path!r} has no annotation for {len(missing)} question(s) of '
+                            f'{self.questions_file!r}, e.g. question_id {missing[0]}: the two files do not belong '
+                            'together.')
+        return by_id
+
+    def _make_metainfo(self, metainfo: Mapping[str, Any] | None, tokenizer: Mapping[str, Any] | None,
+                       questions: list[dict], annotations: dict[int, dict] | None, min_count: int,
+                       max_len: int) -> dict[str, Any]:
+        if metainfo is not None:
+            meta = {k: (list(v) if isinstance(v, (list, tuple)) else (dict(v) if isinstance(v, Mapping) else v))
+                    for k, v in dict(metainfo).items()}
+            if not meta.get('answers') or 'tokenizer' not in meta:
+                raise ConfigError("VQAv2Dataset metainfo needs 'answers' and 'tokenizer' (from the training split "
+                                  f"or a checkpoint); got keys {sorted(meta)}.")
+            if tokenizer is not None and dict(tokenizer).get('type') != meta['tokenizer'].get('type'):
+                raise ConfigError(f"VQAv2Dataset tokenizer {dict(tokenizer)!r} differs from the one the vocabularies "
+                                  f"were built with ({meta['tokenizer']!r}).")
+            return meta
+        if annotations is None:
+            raise ConfigError(f'VQAv2Dataset({self.questions_file!r}) has neither annotations nor metainfo: a '
+                              'split without answers needs the vocabularies of the training split (metainfo=...).')
+        answers = build_answer_vocab([annotations[int(q['question_id'])] for q in questions], min_count)
+        if not answers:
+            raise DataError(f'VQA annotations file {self.annotations_file!r}: no answer is the most common answer '
+                            f'of >= {min_count} questions; lower answer_min_count.')
+        tok = dict(tokenizer or {'type': 'word'})
+        tok.setdefault('max_len', max_len)
+        meta: dict[str, Any] = {'answers': answers, 'tokenizer': tok}
+        if tok.get('type') == 'word':
+            meta['question_vocab'] = build_question_vocab((q['question'] for q in questions),
+                                                          int(tok.get('min_count', 1)))
+        elif tok.get('type') != 'hf':
+            raise ConfigError(f"Unknown tokenizer type {tok.get('type')!r}; use 'word' or 'hf'.")
+        return meta
+
+    def _make_records(self, questions: list[dict], annotations: dict[int, dict] | None) -> list[dict]:
+        records = []
+        for q in questions:
+            qid = int(q['question_id'])
+            rec = {'question_id': qid, 'image_id': int(q['image_id']), 'question': q['question'].strip()}
+            if annotations is not None:
+                ann = annotations[qid]
+                answers = [a['answer'] for a in ann['answers']]
+                scores, outside = soft_scores(answers, self.answer_to_index)
+                self.stats['answers'] += len(answers)
+                self.stats['answers_outside_vocab'] += outside
+                self.stats['questions_without_target'] += not scores
+                rec.update(answers=answers, answer_type=ann.get('answer_type', 'other'), scores=scores)
+            records.append(rec)
+        return records
+
+    def _warn(self) -> None:
+        s = self.stats
+        if s['empty_questions']:
+            warnings.warn(f"{self.questions_file}: skipped {s['empty_questions']} empty question(s).", stacklevel=3)
+        if s['answers_outside_vocab']:
+            warnings.warn(f"{self.annotations_file}: {s['answers_outside_vocab']} of {s['answers']} answers are "
+                          f"outside the {len(self.metainfo['answers'])}-answer vocabulary (zero targets); "
+                          f"{s['questions_without_target']} question(s) have no target at all.", stacklevel=3)
+
+    # ----------------------------------------------------------------------------------------- access
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image_path(self, image_id: int) -> str:
+        """The image file of ``image_id``."""
+        try:
+            name = self.img_name_template.format(subtype=self.subtype, image_id=image_id)
+        except (KeyError, ValueError, IndexError) as exc:
+            raise ConfigError(f'img_name_template {self.img_name_template!r} cannot be formatted with '
+                              f'subtype={self.subtype!r}, image_id={image_id}: {exc}') from exc
+        return os.path.join(self.img_dir, name)
+
+    def get_ground_truth(self, question_id: int) -> tuple[list[str], str] | None:
+        """``(human answers, answer_type)`` of a question, ``None`` without annotations or for an unknown id."""
+        if not hasattr(self, '_by_qid'):
+            self._by_qid = {r['question_id']: r for r in self.records}
+        rec = self._by_qid.get(int(question_id))
+        if rec is None or 'answers' not in rec:
+            return None
+        return rec['answers'], rec['answer_type']
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rec = self.records[index]
+        path = self.image_path(rec['image_id'])
+        image = read_image(path, record=f"question_id {rec['question_id']} in {self.questions_file}")
+        out = self.pipeline(image)
+        h0, w0 = image.shape[:2]
+        h, w = out['img_size']
+        sample = {
+            'image': out['image'],
+            'meta': {'id': rec['question_id'], 'image_id': rec['image_id'], 'file': path, 'ori_size': (h0, w0),
+                     'img_size': (h, w), 'scale_factor': (w / w0, h / h0)},
+            'question': rec['question'],
+            'question_id': rec['question_id'],
+        }
+        if 'scores' in rec:
+            target = torch.zeros(len(self.answer_to_index), dtype=torch.float32)
+            for idx, score in rec['scores'].items():
+                target[idx] = score
+            sample['answer_scores'] = target
+        return sample
+
+    @property
+    def tokenizer(self):
+        """The question tokenizer (built on first use, from ``metainfo``)."""
+        if self._tokenizer is None:
+            self._tokenizer = build_tokenizer(self.metainfo['tokenizer'], self.metainfo.get('question_vocab'))
+        return self._tokenizer
+
+    def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The standard batch plus ``questions`` (list), ``question_ids`` (list), ``input_ids`` and
+        ``attention_mask`` (N, L) long, ``answer_scores`` (N, A) when annotated."""
+        batch = collate(samples)
+        batch['questions'] = batch.pop('question')
+        batch['question_ids'] = batch.pop('question_id')
+        batch.update(self.tokenizer(batch['questions']))
+        return batch

@@ -1,0 +1,128 @@
+"""The VQA task model: image backbone (+ optional neck level) -> grid, question encoder -> tokens, fusion head.
+
+Loss: binary cross-entropy with logits against the soft targets (``min(1, 0.3 x #annotators)``), averaged
+over batch and answers and, with ``loss_reduction='num_answers'`` (default, as in Teney et al. 2018 and
+bottom-up-attention-vqa), multiplied by the number of answers A — i.e. summed over answers, averaged over
+questions. ``loss_reduction='mean'`` keeps the plain mean.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...builder import build_backbone, build_head, build_neck
+from ...errors import ConfigError, DataError
+from ...registry import MODELS
+from .text import build_question_encoder
+
+__all__ = ['VQAModel']
+
+
+@MODELS.register_module()
+class VQAModel(nn.Module):
+    """Visual question answering model.
+
+    Args:
+        question_encoder: ``dict(type='gru' | 'transformer' | 'hf', ...)`` (see ``text.py``).
+        head: fusion head config (``dict(type='mcan', ...)`` or ``dict(type='san', ...)``); ``num_answers``,
+            ``img_channels`` and ``q_channels`` are filled in.
+        backbone: image backbone config, e.g. ``dict(type='ResNet', depth=50, out_indices=(3,))``; the last
+            returned map is the grid (unless a neck is given). Freeze it with ``frozen_stages=4`` or give it a
+            learning-rate multiplier with ``optim.lr_mult = {'backbone': 0.1}``.
+        neck: optional neck (e.g. FPN); its output ``neck_level`` is the grid.
+        neck_level: which neck output is the grid.
+        use_image: ``False`` builds the question-only baseline (no backbone at all).
+        loss_reduction: ``'num_answers'`` (BCE mean x A, the literature's scaling) or ``'mean'``.
+        loss_weight: multiplies the loss.
+        topk: answers kept per prediction.
+        metainfo: the dataset's/checkpoint's ``answers``, ``tokenizer`` (and ``question_vocab``).
+
+    ``forward(batch)``: training mode -> ``{'loss', 'loss_cls'}``; eval mode -> one dict per question:
+    ``question_id``, ``answer`` (str), ``answer_ids`` (k,) long, ``scores`` (k,) sigmoid scores, ``attention``
+    (h, w) question-guided weights over the grid (``None`` without image).
+    """
+
+    def __init__(self, question_encoder: Mapping[str, Any], head: Mapping[str, Any],
+                 backbone: Mapping[str, Any] | None = None, neck: Mapping[str, Any] | None = None,
+                 neck_level: int = -1, use_image: bool = True, loss_reduction: str = 'num_answers',
+                 loss_weight: float = 1.0, topk: int = 5, metainfo: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        if not metainfo or not metainfo.get('answers'):
+            raise ConfigError("VQAModel needs metainfo with the answer vocabulary ('answers'), from the training "
+                              'dataset or the checkpoint.')
+        if loss_reduction not in ('num_answers', 'mean'):
+            raise ConfigError(f"VQAModel loss_reduction must be 'num_answers' or 'mean', got {loss_reduction!r}.")
+        self.metainfo = dict(metainfo)
+        self.answers = list(metainfo['answers'])
+        self.use_image = use_image
+        self.neck_level = neck_level
+        self.loss_reduction = loss_reduction
+        self.loss_weight = loss_weight
+        self.topk = min(topk, len(self.answers))
+        self.question_encoder = build_question_encoder(question_encoder, self.metainfo)
+        img_channels = None
+        self.backbone = self.neck = None
+        if use_image:
+            if backbone is None:
+                raise ConfigError('VQAModel with use_image=True needs a backbone config.')
+            self.backbone = build_backbone(backbone)
+            img_channels = self.backbone.out_channels[-1]
+            if neck is not None:
+                self.neck = build_neck(neck, in_channels=list(self.backbone.out_channels))
+                out = self.neck.out_channels
+                img_channels = out[neck_level] if isinstance(out, (tuple, list)) else int(out)
+        self.head = build_head(head, num_answers=len(self.answers), img_channels=img_channels,
+                               q_channels=self.question_encoder.out_channels)
+
+    def image_grid(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) images -> (N, C, h, w) grid features."""
+        feats = self.backbone(images)
+        if self.neck is not None:
+            feats = self.neck(feats)
+            return feats[self.neck_level]
+        return feats[-1]
+
+    def forward_logits(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor | None]:
+        """Head outputs ``logits`` (N, A) float32 and ``attention`` (N, h, w) or None."""
+        for key in ('input_ids', 'attention_mask'):
+            if key not in batch:
+                raise DataError(f"VQAModel: the batch has no {key!r}; use the VQA dataset's collate (it tokenises).")
+        mask = batch['attention_mask'].bool()
+        q = self.question_encoder(batch['input_ids'], mask)
+        grid = self.image_grid(batch['images']) if self.use_image else None
+        out = self.head(grid, q, mask)
+        return {'logits': out['logits'].float(), 'attention': out['attention']}
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """BCE-with-logits on soft targets (N, A), scaled as ``loss_reduction`` says."""
+        loss = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
+        if self.loss_reduction == 'num_answers':
+            loss = loss * logits.shape[1]
+        return loss * self.loss_weight
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor] | list[dict[str, Any]]:
+        out = self.forward_logits(batch)
+        logits = out['logits']
+        if self.training:
+            if 'answer_scores' not in batch:
+                raise DataError('VQAModel: training needs answer_scores (an annotated split).')
+            loss = self.loss(logits, batch['answer_scores'])
+            return {'loss': loss, 'loss_cls': loss.detach()}
+        return self.predict(logits, out['attention'], batch.get('question_ids'))
+
+    @torch.no_grad()
+    def predict(self, logits: torch.Tensor, attention: torch.Tensor | None,
+                question_ids: list[int] | None = None) -> list[dict[str, Any]]:
+        """Top-k answers per question from logits (N, A) and attention (N, h, w)."""
+        scores, ids = torch.sigmoid(logits.float()).topk(self.topk, dim=1)
+        scores, ids = scores.cpu(), ids.cpu()
+        att = None if attention is None else attention.detach().float().cpu()
+        preds = []
+        for i in range(logits.shape[0]):
+            preds.append({'question_id': None if question_ids is None else int(question_ids[i]),
+                          'answer': self.answers[int(ids[i, 0])], 'answer_ids': ids[i], 'scores': scores[i],
+                          'attention': None if att is None else att[i]})
+        return preds

@@ -1,0 +1,185 @@
+"""VQA v2 reading: vocabularies, soft scores, tokenisation (built-in and transformers), bad input."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from attnkit.builder import build_dataset
+from attnkit.errors import ConfigError, DataError
+from attnkit.tasks.vqa.answers import build_answer_vocab, normalize_answer, soft_scores
+from attnkit.tasks.vqa.text import WordTokenizer, build_question_vocab, tokenize_words
+
+
+def _ann(qid, answers, mc=None, atype='other'):
+    rec = {'question_id': qid, 'answer_type': atype, 'answers': [{'answer': a, 'answer_id': i + 1}
+                                                                   for i, a in enumerate(answers)]}
+    if mc is not None:
+        rec['multiple_choice_answer'] = mc
+    return rec
+
+
+def _write_split(root, questions, annotations=None, subtype='train2014', images=(1, 2)):
+    root.mkdir(parents=True, exist_ok=True)
+    img_dir = root / 'images'
+    img_dir.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for image_id in images:
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+            img_dir / f'COCO_{subtype}_{image_id:012d}.jpg')
+    qf = root / f'q_{subtype}.json'
+    qf.write_text(json.dumps({'data_subtype': subtype, 'questions': questions}))
+    af = None
+    if annotations is not None:
+        af = root / f'a_{subtype}.json'
+        af.write_text(json.dumps({'data_subtype': subtype, 'annotations': annotations}))
+    return str(qf), None if af is None else str(af), str(img_dir)
+
+
+QUESTIONS = [{'image_id': 1, 'question': 'What color is the cat?', 'question_id': 10},
+             {'image_id': 1, 'question': 'How many cats?', 'question_id': 11},
+             {'image_id': 2, 'question': 'Is the cat black?', 'question_id': 12}]
+ANNOTATIONS = [_ann(10, ['Black'] * 6 + ['black.'] * 2 + ['white'] * 2, 'black'),
+               _ann(11, ['two'] * 3 + ['2'] * 5 + ['3'] * 2, '2', 'number'),
+               _ann(12, ['yes'] * 9 + ['no'], 'yes', 'yes/no')]
+
+
+def _dataset(qf, af, img_dir, **kw):
+    cfg = dict(type='VQAv2Dataset', questions_file=qf, annotations_file=af, img_dir=img_dir,
+               pipeline=[dict(type='Resize', height=32, width=32)], answer_min_count=1)
+    cfg.update(kw)
+    metainfo = cfg.pop('metainfo', None)
+    return build_dataset(cfg, metainfo=metainfo)
+
+
+def test_answer_normalisation_vocab_and_soft_scores():
+    assert normalize_answer(' Two.\n') == '2'
+    assert normalize_answer('A Dog') == 'dog'
+    assert normalize_answer('black/white') == 'black white'
+    anns = [_ann(1, ['x'] * 10, 'Two'), _ann(2, ['x'] * 10, '2'), _ann(3, ['x'] * 10, 'dog'),
+            _ann(4, ['a dog'] * 6 + ['cat'] * 4)]  # no multiple_choice_answer: majority of the ten
+    assert build_answer_vocab(anns, min_count=2) == ['2', 'dog']
+    assert build_answer_vocab(anns, min_count=1) == ['2', 'dog']
+    assert build_answer_vocab(anns, min_count=3) == []
+    index = {'2': 0, 'dog': 1, 'cat': 2}
+    scores, outside = soft_scores(['two', '2', 'Dog', 'dog', 'the dog', 'a dog', 'cat', 'cow', 'cow', 'owl'], index)
+    assert scores == {0: pytest.approx(0.6), 1: 1.0, 2: pytest.approx(0.3)}
+    assert outside == 3
+    scores, _ = soft_scores(['cat'] * 3, index)
+    assert scores == {2: pytest.approx(0.9)}
+
+
+def test_word_tokenizer():
+    vocab = build_question_vocab(['What is it?', "what's that", 'what'])
+    assert vocab[:3] == ['<pad>', '<unk>', 'what']
+    assert tokenize_words("What's LEFT of 2 cats?") == ["what's", 'left', 'of', '2', 'cats']
+    tok = WordTokenizer(vocab, max_len=2)
+    out = tok(['what is it', 'zebra', '???'])
+    assert out['input_ids'].tolist() == [[2, vocab.index('is')], [1, 0], [1, 0]]  # cut, unknown, empty -> <unk>
+    assert out['attention_mask'].tolist() == [[1, 1], [1, 0], [1, 0]]
+
+
+def test_dataset_samples_targets_metainfo_and_test_split(tmp_path):
+    qf, af, img_dir = _write_split(tmp_path / 'train', QUESTIONS, ANNOTATIONS)
+    ds = _dataset(qf, af, img_dir)
+    meta = ds.metainfo
+    assert sorted(meta['answers']) == ['2', 'black', 'yes']
+    assert meta['tokenizer']['type'] == 'word' and meta['question_vocab'][:2] == ['<pad>', '<unk>']
+    torch.save({'meta': meta}, tmp_path / 'm.pt')  # plain containers: loads with weights_only=True
+    assert torch.load(tmp_path / 'm.pt', weights_only=True)['meta'] == meta
+    s = ds[0]
+    assert s['image'].shape == (3, 32, 32) and s['question_id'] == 10
+    assert s['meta']['ori_size'] == (40, 48) and s['meta']['scale_factor'] == (32 / 48, 32 / 40)
+    black = meta['answers'].index('black')
+    assert s['answer_scores'][black] == 1.0 and s['answer_scores'].sum() == 1.0  # 'white' is not in the vocab
+    s1 = ds[1]
+    assert s1['answer_scores'][meta['answers'].index('2')] == 1.0  # two/2 merged: 8 annotators
+    batch = ds.collate([ds[0], ds[1], ds[2]])
+    assert batch['images'].shape == (3, 3, 32, 32)
+    assert batch['input_ids'].shape == batch['attention_mask'].shape == (3, 5)
+    assert batch['attention_mask'].sum(1).tolist() == [5, 3, 4]
+    assert batch['question_ids'] == [10, 11, 12] and batch['answer_scores'].shape == (3, 3)
+    assert ds.get_ground_truth(11) == (['two'] * 3 + ['2'] * 5 + ['3'] * 2, 'number')
+
+    # a test split: no annotations, vocabularies from the training metainfo
+    tq, _, timg = _write_split(tmp_path / 'test', [{'image_id': 5, 'question': 'Is it a dog?', 'question_id': 99}],
+                               subtype='test2015', images=(5,))
+    test = _dataset(tq, None, timg, metainfo=meta)
+    sample = test[0]
+    assert 'answer_scores' not in sample and test.get_ground_truth(99) is None
+    b = test.collate([sample])
+    assert b['input_ids'][0, 3] == 1  # 'dog' is not in the training questions: <unk>
+    with pytest.raises(ConfigError, match='metainfo'):
+        _dataset(tq, None, timg)
+
+
+def test_transformers_tokenizer_and_encoder(tmp_path):
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from attnkit.tasks.vqa.text import build_question_encoder
+
+    words = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'what', 'color', 'is', 'the', 'cat', 'how', 'many',
+             'cats', '?', 'black']
+    vocab = {w: i for i, w in enumerate(words)}
+    tok_dir = tmp_path / 'tiny-bert'
+    BertTokenizerFast(vocab=vocab, do_lower_case=True).save_pretrained(tok_dir)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=32)).save_pretrained(tok_dir)
+    qf, af, img_dir = _write_split(tmp_path / 'train', QUESTIONS, ANNOTATIONS)
+    ds = _dataset(qf, af, img_dir, tokenizer=dict(type='hf', path=str(tok_dir)), max_question_len=6)
+    assert ds.metainfo['tokenizer'] == {'type': 'hf', 'path': str(tok_dir), 'max_len': 6}
+    assert 'question_vocab' not in ds.metainfo
+    batch = ds.collate([ds[0], ds[1]])
+    ids = batch['input_ids']
+    assert ids[0].tolist() == [2, 5, 6, 7, 8, 3]  # [CLS] what color is the [SEP]: cut at 6
+    assert ids[1].tolist() == [2, 10, 11, 12, 13, 3]
+    enc = build_question_encoder(dict(type='hf', freeze=True), ds.metainfo)
+    out = enc(ids, batch['attention_mask'])
+    assert out.shape == (2, 6, 16) and enc.out_channels == 16
+    assert not any(p.requires_grad for p in enc.parameters())
+    enc.train()
+    assert not enc.model.training  # frozen encoders stay in eval mode (no dropout)
+    with pytest.raises(ConfigError, match="'word'"):
+        build_question_encoder(dict(type='gru'), ds.metainfo)
+    with pytest.raises(ConfigError, match='does not exist'):
+        _dataset(qf, af, img_dir, tokenizer=dict(type='hf', path=str(tmp_path / 'nope'))).collate([ds[0]])
+
+
+def test_bad_input(tmp_path):
+    # a question without annotation in an annotated split
+    qf, af, img_dir = _write_split(tmp_path / 'a', QUESTIONS, ANNOTATIONS[:2])
+    with pytest.raises(DataError, match=r'no annotation for 1 question.*question_id 12'):
+        _dataset(qf, af, img_dir)
+    # questions passed as annotations, and the other way round
+    qf, af, img_dir = _write_split(tmp_path / 'b', QUESTIONS, ANNOTATIONS)
+    with pytest.raises(DataError, match="a questions file"):
+        _dataset(qf, qf, img_dir)
+    with pytest.raises(DataError, match="an annotations file"):
+        _dataset(af, af, img_dir)
+    # a missing image: named, with the question that refers to it
+    qf, af, img_dir = _write_split(tmp_path / 'c', QUESTIONS, ANNOTATIONS, images=(1,))
+    ds = _dataset(qf, af, img_dir)
+    with pytest.raises(DataError, match=r'COCO_train2014_000000000002\.jpg.*question_id 12'):
+        ds[2]
+    # an empty question is skipped with a counted warning; an answer outside the vocabulary: zero target
+    questions = QUESTIONS + [{'image_id': 2, 'question': '  ', 'question_id': 13}]
+    qf, af, img_dir = _write_split(tmp_path / 'd', questions, ANNOTATIONS)
+    with pytest.warns(UserWarning, match='skipped 1 empty question'):
+        ds = _dataset(qf, af, img_dir)
+    assert len(ds) == 3 and ds.stats['empty_questions'] == 1
+    val_anns = [_ann(10, ['purple'] * 10), ANNOTATIONS[1], ANNOTATIONS[2]]
+    qf2, af2, img_dir2 = _write_split(tmp_path / 'e', QUESTIONS, val_anns, subtype='val2014')
+    with pytest.warns(UserWarning, match=r'13 of 30 answers are outside the 3-answer vocabulary'):
+        val = _dataset(qf2, af2, img_dir2, metainfo=ds.metainfo)
+    assert val.stats['questions_without_target'] == 1
+    assert val.records[0]['scores'] == {}
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert val[0]['answer_scores'].sum() == 0  # no crash, zero target
+    # a malformed annotation record names the file and the record
+    (tmp_path / 'bad.json').write_text(json.dumps({'annotations': [{'question_id': 10, 'answers': 'yes'}]}))
+    with pytest.raises(DataError, match=r"bad\.json.*record 0"):
+        _dataset(qf, str(tmp_path / 'bad.json'), img_dir)

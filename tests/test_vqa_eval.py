@@ -1,0 +1,94 @@
+"""VQA accuracy (official rules) on hand-computed cases, and the VQAAccuracy evaluator."""
+import json
+
+import pytest
+
+from attnkit.errors import DataError
+from attnkit.evaluation.vqa import (VQAAccuracy, load_ground_truth, process_digit_article, process_punctuation,
+                                    vqa_accuracy)
+from attnkit.registry import METRICS, build
+
+
+def test_leave_one_out_mean_of_min_one_third():
+    # 2 of 10 match: leaving out a matching one leaves 1 match (1/3), leaving out another leaves 2 (2/3)
+    gts = ['cat', 'cat'] + ['dog'] * 8
+    assert vqa_accuracy('cat', gts) == pytest.approx((2 * (1 / 3) + 8 * (2 / 3)) / 10)
+    # 3 matches: 2/3 for the three, 1 for the seven others
+    assert vqa_accuracy('cat', ['cat'] * 3 + ['dog'] * 7) == pytest.approx((3 * (2 / 3) + 7) / 10)
+    assert vqa_accuracy('cat', ['cat'] * 4 + ['dog'] * 6) == pytest.approx(1.0)
+    assert vqa_accuracy('cow', ['cat'] * 4 + ['dog'] * 6) == 0.0
+    assert vqa_accuracy('cat', ['cat'] + ['dog'] * 9) == pytest.approx(9 * (1 / 3) / 10)
+
+
+def test_number_words_and_digits_match():
+    gts = ['two', '2', 'Two'] + ['3'] * 7
+    assert vqa_accuracy('2', gts) == pytest.approx((3 * (2 / 3) + 7) / 10)
+    assert vqa_accuracy('two', gts) == pytest.approx((3 * (2 / 3) + 7) / 10)
+    # 'none' is a number word too (the official table maps it to 0)
+    assert vqa_accuracy('0', ['none', 'zero', '0', '1', '1', '1', '1', '1', '1', '1']) == pytest.approx(0.9)
+
+
+def test_articles_and_trailing_period_dropped():
+    gts = ['a dog', 'the dog', 'dog', 'Dog.'] + ['cat'] * 6
+    assert vqa_accuracy('dog', gts) == pytest.approx(1.0)
+    assert vqa_accuracy('yes', ['yes.', 'yes.', 'yes.'] + ['no'] * 7) == pytest.approx(0.9)
+
+
+def test_unanimous_answers_are_compared_raw():
+    # official rule: no normalisation at all when the ten answers are identical strings
+    assert vqa_accuracy('yes', ['Yes'] * 10) == 0.0
+    assert vqa_accuracy('Yes', ['Yes'] * 10) == 1.0
+    # different case is *not* unanimous: everything is normalised (lower-cased) and matches
+    assert vqa_accuracy('yes', ['Yes'] * 5 + ['yes'] * 5) == pytest.approx(1.0)
+    # whitespace cleanup always applies
+    assert vqa_accuracy(' yes\n', ['yes\t'] * 10) == 1.0
+
+
+def test_punctuation_rules():
+    assert process_punctuation('black/white') == 'black white'  # no space next to it: becomes a space
+    assert process_punctuation('yes !') == 'yes '              # touches a space: deleted
+    assert process_punctuation('1,000') == '1000'              # digit,digit: every mark deleted
+    assert process_punctuation('2.5') == '2.5'                 # period before a digit stays
+    assert process_punctuation('end.') == 'end'
+    assert process_digit_article('Dont know') == "don't know"
+    assert process_digit_article('an Apple  the three') == 'apple 3'
+
+
+class _GT:
+    def __init__(self, table):
+        self.table = table
+
+    def get_ground_truth(self, qid):
+        return self.table.get(qid)
+
+
+def test_evaluator_overall_per_type_and_results_file(tmp_path):
+    ds = _GT({1: (['yes'] * 10, 'yes/no'), 2: (['2'] * 4 + ['3'] * 6, 'number'), 3: (['red'] * 10, 'other')})
+    ev = build(METRICS, dict(type='VQAAccuracy'), dataset=ds)
+    ev.process({}, [{'question_id': 1, 'answer': 'yes'}, {'question_id': 2, 'answer': '3'}])
+    ev.process({}, [{'question_id': 3, 'answer': 'blue'}, {'question_id': 1, 'answer': 'yes'}])  # duplicate id
+    m = ev.compute()
+    assert list(m)[0] == 'accuracy'
+    assert m['accuracy'] == pytest.approx((1 + 1 + 0) / 3)
+    assert m['accuracy_yes/no'] == 1.0 and m['accuracy_number'] == 1.0 and m['accuracy_other'] == 0.0
+    assert m['num_questions'] == 3
+    assert 'overall' in ev.summary()
+    path = ev.dump_results(tmp_path / 'out' / 'results.json')
+    rows = json.loads(open(path).read())
+    assert rows == [{'question_id': 1, 'answer': 'yes'}, {'question_id': 2, 'answer': '3'},
+                    {'question_id': 3, 'answer': 'blue'}]
+
+
+def test_evaluator_from_annotation_file_and_test_split(tmp_path):
+    ann = {'annotations': [{'question_id': 7, 'answer_type': 'other',
+                            'answers': [{'answer': 'a cat'}] * 5 + [{'answer': 'dog'}] * 5}]}
+    (tmp_path / 'a.json').write_text(json.dumps(ann))
+    ev = VQAAccuracy(annotations_file=str(tmp_path / 'a.json'))
+    ev.process({}, [{'question_id': 7, 'answer': 'cat'}])
+    assert ev.compute()['accuracy'] == 1.0
+    ev_test = VQAAccuracy(dataset=_GT({}))
+    ev_test.process({}, [{'question_id': 5, 'answer': 'cat'}])
+    assert ev_test.compute() == {}
+    (tmp_path / 'q.json').write_text(json.dumps({'questions': []}))
+    with pytest.raises(DataError, match="no 'annotations'"):
+        load_ground_truth(tmp_path / 'q.json')

@@ -1,0 +1,137 @@
+"""VQA fusion heads on random grids, the VQAModel end to end on demo data, and the inferencer."""
+import os
+
+import pytest
+import torch
+
+from attnkit.builder import build_dataset, build_model
+from attnkit.data.demo import generate_demo_data
+from attnkit.evaluation.vqa import VQAAccuracy
+from attnkit.registry import HEADS, INFERENCERS, build
+
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """Tiny models: one thread is faster, and on a busy shared machine far faster (no OpenMP spin-waits)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY_MCAN = dict(type='mcan', dim=32, heads=4, ffn=64, depth=1, flat_hidden=32, out_dim=64, dropout=0.0)
+TINY_SAN = dict(type='san', dim=32, att_dim=16, dropout=0.0)
+
+
+@pytest.mark.parametrize('head_cfg', [TINY_MCAN, TINY_SAN])
+def test_heads_on_random_grids(head_cfg):
+    torch.manual_seed(0)
+    head = build(HEADS, head_cfg, num_answers=7, img_channels=24, q_channels=20).eval()
+    img = torch.randn(2, 24, 3, 5).to(memory_format=torch.channels_last)
+    q = torch.randn(2, 6, 20)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [1] * 6]).bool()
+    out = head(img, q, mask)
+    assert out['logits'].shape == (2, 7)
+    att = out['attention']
+    assert att.shape == (2, 3, 5) and torch.allclose(att.sum((1, 2)), torch.ones(2), atol=1e-5)
+    # padded question tokens do not change anything
+    q2 = q.clone()
+    q2[0, 3:] = 100.0
+    assert torch.allclose(head(img, q2, mask)['logits'], out['logits'], atol=1e-5)
+    # the image matters, and gradients reach both inputs
+    assert not torch.allclose(head(torch.randn_like(img), q, mask)['logits'], out['logits'], atol=1e-4)
+    img.requires_grad_(True)
+    q.requires_grad_(True)
+    head(img, q, mask)['logits'].sum().backward()
+    assert img.grad.abs().sum() > 0 and q.grad[1].abs().sum() > 0
+    # question-only variant
+    qonly = build(HEADS, head_cfg, num_answers=7, img_channels=None, q_channels=20)
+    out = qonly(None, q, mask)
+    assert out['logits'].shape == (2, 7) and out['attention'] is None
+
+
+@pytest.fixture(scope='module')
+def demo_vqa(tmp_path_factory):
+    paths = generate_demo_data(tmp_path_factory.mktemp('demo'), num_train=16, num_val=6, size=64, seed=0)
+    common = dict(type='VQAv2Dataset', img_dir=paths['img_dir'], img_name_template='{image_id:06d}.jpg',
+                  pipeline=[dict(type='Resize', height=64, width=64)])
+    train = build_dataset(dict(common, questions_file=paths['vqa_train_questions'],
+                               annotations_file=paths['vqa_train_annotations'], answer_min_count=1))
+    val = build_dataset(dict(common, questions_file=paths['vqa_val_questions'],
+                             annotations_file=paths['vqa_val_annotations']), metainfo=train.metainfo)
+    return paths, train, val
+
+
+BACKBONE = dict(type='ResNet', depth=18, base_channels=8, out_indices=(2,))
+
+
+@pytest.mark.parametrize('encoder,head', [(dict(type='gru', embed_dim=16, hidden_dim=32, dropout=0.0), TINY_MCAN),
+                                          (dict(type='transformer', dim=32, depth=1, heads=4, dropout=0.0),
+                                           TINY_SAN)])
+def test_train_steps_and_evaluate_on_demo_data(demo_vqa, encoder, head):
+    _, train, val = demo_vqa
+    torch.manual_seed(0)
+    model = build_model(dict(type='VQAModel', backbone=BACKBONE, question_encoder=encoder, head=head),
+                        metainfo=train.metainfo)
+    batch = train.collate([train[i] for i in range(8)])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(6):
+        loss = model(batch)['loss']
+        assert loss.shape == () and torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    # loss scale: BCE mean x number of answers
+    with torch.no_grad():
+        logits = model.forward_logits(batch)['logits']
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch['answer_scores'])
+        assert model(batch)['loss'].item() == pytest.approx(bce.item() * len(train.metainfo['answers']), rel=1e-4)
+    model.eval()
+    vbatch = val.collate([val[i] for i in range(5)])
+    with torch.no_grad():
+        preds = model(vbatch)
+    assert len(preds) == 5 and preds[0]['question_id'] == vbatch['question_ids'][0]
+    assert preds[0]['answer'] == train.metainfo['answers'][int(preds[0]['answer_ids'][0])]
+    assert preds[0]['scores'].shape == (5,) and bool((preds[0]['scores'][:-1] >= preds[0]['scores'][1:]).all())
+    assert preds[0]['attention'].shape == (4, 4)  # 64 px at stride 16
+    ev = VQAAccuracy(dataset=val)
+    ev.process(vbatch, preds)
+    metrics = ev.compute()
+    assert 0.0 <= metrics['accuracy'] <= 1.0 and metrics['num_questions'] == 5
+
+
+def test_question_only_model_and_lr_mult_names(demo_vqa):
+    _, train, _ = demo_vqa
+    model = build_model(dict(type='VQAModel', use_image=False, question_encoder=dict(type='gru', embed_dim=8,
+                                                                                     hidden_dim=16),
+                             head=TINY_MCAN), metainfo=train.metainfo)
+    assert model.backbone is None
+    batch = train.collate([train[i] for i in range(4)])
+    batch['images'] = None  # never looked at
+    model.train()
+    assert torch.isfinite(model(batch)['loss'])
+    names = [n for n, _ in build_model(dict(type='VQAModel', backbone=BACKBONE, question_encoder=dict(type='gru'),
+                                            head=TINY_SAN), metainfo=train.metainfo).named_parameters()]
+    assert any(n.startswith('backbone.') for n in names) and any(n.startswith('question_encoder.') for n in names)
+
+
+def test_infer_prints_top5_and_writes_heatmap(demo_vqa, tmp_path, capsys):
+    paths, train, _ = demo_vqa
+    torch.manual_seed(0)
+    model = build_model(dict(type='VQAModel', backbone=BACKBONE, question_encoder=dict(type='gru', embed_dim=8,
+                                                                                       hidden_dim=16),
+                             head=TINY_MCAN), metainfo=train.metainfo).eval()
+    cfg = {'data': {'val': {'dataset': {'pipeline': [dict(type='Resize', height=64, width=64)]}}}}
+    image = os.path.join(paths['img_dir'], '000017.jpg')
+    infer = INFERENCERS.get('VQAModel')
+    files = infer(model, cfg, [image], str(tmp_path / 'out'), question='what color is the triangle?')
+    assert files == [str(tmp_path / 'out' / '000017_vqa.png')] and os.path.getsize(files[0]) > 0
+    printed = capsys.readouterr().out
+    assert 'what color is the triangle?' in printed and '  5. ' in printed
+    with pytest.raises(Exception, match='needs a question'):
+        infer(model, cfg, [image], str(tmp_path / 'out'), question=None)
