@@ -84,13 +84,14 @@ def run_demo(task: str, *, force: bool = False, pictures: int = 3, cfg_options: 
 
 
 def print_summary(config: str) -> None:
-    """Build a config's model and print its parameters per part (no data needed)."""
-    from . import build_model
+    """Build a config's model (classes / vocabularies from its training set) and print its parameters per part."""
+    from . import build_dataset, build_model
     from .config import load_config
     from .summary import parameter_table
 
     cfg = load_config(config)
-    model = build_model(cfg.model, metainfo=None)
+    metainfo = build_dataset(cfg.data.train.dataset).metainfo
+    model = build_model(cfg.model, metainfo=metainfo)
     print(f'{config}: {type(model).__name__}')
     print(parameter_table(model))
 
@@ -105,12 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--summary', metavar='CONFIG', help='only print the parameter table of CONFIG')
     args = parser.parse_args(argv)
     os.chdir(_repo_root())
-    if args.summary:
-        print_summary(args.summary)
-        return 0
     from .data.demo import generate_demo_data
 
     generate_demo_data('data/demo')
+    if args.summary:
+        print_summary(args.summary)
+        return 0
     results = {}
     for task in [t.strip() for t in args.tasks.split(',') if t.strip()]:
         if task not in DEMOS:

@@ -9,12 +9,12 @@ __all__ = ['parameter_table']
 def parameter_table(model: nn.Module) -> str:
     """A table of parameter counts per top-level child (backbone, neck, head, ...), with the attention
     modules inside each part counted separately and a total line."""
-    from .attention.base import AttentionBase  # the shared base of every attention module
+    from .attention.base import AttentionModule  # the shared base of every attention module
 
     rows = []
     for name, child in model.named_children():
         total = sum(p.numel() for p in child.parameters())
-        attn_params = {id(p): p for m in child.modules() if isinstance(m, AttentionBase) for p in m.parameters()}
+        attn_params = {id(p): p for m in child.modules() if isinstance(m, AttentionModule) for p in m.parameters()}
         attn = sum(p.numel() for p in attn_params.values())
         trainable = sum(p.numel() for p in child.parameters() if p.requires_grad)
         rows.append((name, total, trainable, attn))

@@ -123,3 +123,20 @@ def test_gradients_match_reference(name):
     ref = torch.autograd.grad((REFERENCES[name](m, x) * weights).sum(), [x, *m.parameters()])
     for g, r in zip(grads, ref):
         torch.testing.assert_close(g, r, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('name', ['nonlocal', 'mhsa', 'danet_pam', 'danet_cam'])
+def test_sdpa_modules_run_on_the_flash_kernel(name, channels_last):
+    """With only the flash backend allowed, SDPA raises instead of falling back to the HW x HW math kernel."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    m = build(name, torch.float32)
+    x = torch.randn(2, C, 9, 13)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        m(x).sum().backward()
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]), torch.autocast('cpu', dtype=torch.bfloat16):
+        m(x).sum().backward()
+    assert x.grad is not None

@@ -91,7 +91,8 @@ def test_coco_boxes_clipped_zero_area_dropped_with_one_warning(tmp_path):
     assert ds.get_ann_info(0)['boxes'].tolist() == [[50, 30, 64, 48]]
     assert ds[0]['labels'].tolist() == [1]
     assert len(ds) == 3 and len(ds[2]['boxes']) == 0  # images without objects are kept ...
-    assert len(CocoDetection(str(tmp_path / 'ann.json'), str(tmp_path), filter_empty=True)) == 1  # ... or not
+    with pytest.warns(UserWarning, match='dropped 3'):
+        assert len(CocoDetection(str(tmp_path / 'ann.json'), str(tmp_path), filter_empty=True)) == 1  # ... or not
 
 
 def test_coco_unknown_category_and_missing_image(tmp_path):

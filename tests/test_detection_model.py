@@ -2,7 +2,6 @@
 original pixels, and training through the Trainer on demo data, then test + pictures."""
 import os
 
-import numpy as np
 import pytest
 import torch
 
@@ -112,13 +111,12 @@ def test_detector_channels_last_and_bf16_autocast():
     assert (preds[0]['boxes'] <= 32).all()
 
 
-def test_train_test_infer_on_demo_data(tmp_path):
+def test_train_test_infer_on_demo_data(tmp_path, demo_data):
     from mmengine.config import Config
 
-    from attnkit.data.demo import generate_demo_data
     from attnkit.engine import Trainer
     from attnkit.registry import INFERENCERS
-    paths = generate_demo_data(tmp_path / 'demo', num_train=8, num_val=4, size=64, seed=1)
+    paths = demo_data  # 12 train / 6 val images, 64 px
     ds = lambda split, pipe: dict(type='CocoDetection', ann_file=paths[f'coco_{split}_json'],  # noqa: E731
                                   img_dir=paths['img_dir'], pipeline=pipe)
     cfg = Config(dict(
@@ -129,7 +127,7 @@ def test_train_test_infer_on_demo_data(tmp_path):
                    head=dict(type='FCOSHead', feat_channels=16, stacked_convs=1, strides=STRIDES,
                              regress_ranges=RANGES)),
         data=dict(train=dict(dataset=ds('train', [dict(type='HorizontalFlip', p=0.5)]), batch_size=4, num_workers=0),
-                  val=dict(dataset=ds('val', []), batch_size=4, num_workers=0)),
+                  val=dict(dataset=ds('val', []), batch_size=6, num_workers=0)),
         evaluator=dict(type='CocoMetric'),
         runtime=dict(tensorboard=False, log_interval=1),
         optim=dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.0)),
@@ -141,13 +139,21 @@ def test_train_test_infer_on_demo_data(tmp_path):
     before = {k: v.clone() for k, v in trainer.unwrapped_model.head.state_dict().items()}
     metrics = trainer.train()
     assert list(metrics)[0] == 'AP' and 0.0 <= metrics['AP'] <= 1.0
-    assert trainer.last_eval_count == 4
+    assert trainer.last_eval_count == 6
     after = trainer.unwrapped_model.head.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert os.path.isfile(tmp_path / 'work' / 'latest.pth')
 
+    # fine-tuning on other classes: everything but the classifier comes from the checkpoint
+    with pytest.warns(UserWarning, match='cls_logits'):
+        tuned = build_model(dict(cfg.model, init_from=str(tmp_path / 'work' / 'latest.pth')),
+                            metainfo={'classes': ['x', 'y', 'z']})
+    assert sorted(tuned.init_report['skipped_shape']) == ['head.cls_logits.bias', 'head.cls_logits.weight']
+    trained = trainer.unwrapped_model.state_dict()
+    assert torch.equal(tuned.state_dict()['head.bbox_pred.weight'], trained['head.bbox_pred.weight'])
+
     model = trainer.unwrapped_model.eval()
-    images = [os.path.join(paths['img_dir'], '000009.jpg')]
+    images = [os.path.join(paths['img_dir'], '000013.jpg')]
     files = INFERENCERS.get('Detector')(model, cfg, images, str(tmp_path / 'out'))
     png = [f for f in files if f.endswith('.png')]
     assert len(png) == 1 and os.path.isfile(png[0])

@@ -169,19 +169,10 @@ def test_a_few_steps_fit_a_batch() -> None:
     assert loss.item() < 0.7 * first
 
 
-@pytest.fixture(scope='module')
-def tiny_demo(tmp_path_factory):
-    from attnkit.data.demo import generate_demo_data
-    out = tmp_path_factory.mktemp('segdemo')
-    return generate_demo_data(str(out / 'demo'), num_train=8, num_val=4, size=64, seed=0)
-
-
-def test_end_to_end_trainer_evaluate_and_infer(tiny_demo, tmp_path) -> None:
+def test_end_to_end_trainer_evaluate_and_infer(demo_data, tmp_path) -> None:
     from attnkit.engine import Trainer, load_model
     from attnkit.registry import INFERENCERS
-    root = os.path.dirname(tiny_demo['voc_seg_train_list'])
-    voc = tiny_demo['voc_root']
-    assert root.startswith(voc)
+    voc = demo_data['voc_root']
     cfg = load_config('configs/demo/danet_r18-d8_shapes.py', {
         'data_root': voc,
         'data.train.dataset.root': voc, 'data.val.dataset.root': voc,
@@ -199,12 +190,12 @@ def test_end_to_end_trainer_evaluate_and_infer(tiny_demo, tmp_path) -> None:
     assert os.path.isfile(tmp_path / 'work' / 'model.safetensors')
     model = load_model(cfg, str(tmp_path / 'work' / 'model.safetensors'))
     assert model.metainfo['classes'] == CLASSES
-    image = os.path.join(voc, 'JPEGImages', '000009.jpg')
+    image = os.path.join(voc, 'JPEGImages', '000013.jpg')
     files = INFERENCERS.get('Segmentor')(model, cfg, [image], str(tmp_path / 'pics'), attn_point=(10, 20))
     names = [os.path.basename(f) for f in files]
-    assert '000009_seg.png' in names and '000009_mask.png' in names
-    assert '000009_attn_decode_head_pam.png' in names
+    assert '000013_seg.png' in names and '000013_mask.png' in names
+    assert '000013_attn_decode_head_pam.png' in names
     from PIL import Image
-    with Image.open(tmp_path / 'pics' / '000009_mask.png') as im:
+    with Image.open(tmp_path / 'pics' / '000013_mask.png') as im:
         assert im.mode == 'P' and im.size == (64, 64)
         assert int(np.asarray(im).max()) < 5

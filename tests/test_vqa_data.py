@@ -13,6 +13,14 @@ from attnkit.tasks.vqa.answers import build_answer_vocab, normalize_answer, soft
 from attnkit.tasks.vqa.text import WordTokenizer, build_question_vocab, tokenize_words
 
 
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: faster, and no OpenMP spin-waits on a busy machine
+    yield
+    torch.set_num_threads(before)
+
+
 def _ann(qid, answers, mc=None, atype='other'):
     rec = {'question_id': qid, 'answer_type': atype, 'answers': [{'answer': a, 'answer_id': i + 1}
                                                                    for i, a in enumerate(answers)]}
@@ -144,6 +152,27 @@ def test_transformers_tokenizer_and_encoder(tmp_path):
     assert not enc.model.training  # frozen encoders stay in eval mode (no dropout)
     with pytest.raises(ConfigError, match="'word'"):
         build_question_encoder(dict(type='gru'), ds.metainfo)
+
+    # a VQAModel with the transformers encoder fine-tuned: a few training steps
+    from attnkit.builder import build_model
+    model = build_model(dict(type='VQAModel', backbone=dict(type='ResNet', depth=18, base_channels=8,
+                                                             out_indices=(2,)),
+                             question_encoder=dict(type='hf', path=str(tok_dir)),
+                             head=dict(type='san', dim=16, att_dim=8, dropout=0.0)), metainfo=ds.metainfo)
+    names = [n for n, _ in model.named_parameters()]
+    assert any(n.startswith('question_encoder.model.') for n in names)  # the optim.lr_mult prefix
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    losses = []
+    for _ in range(4):
+        loss = model(batch)['loss']
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    grads = [p.grad for n, p in model.named_parameters() if n.startswith('question_encoder.model.')]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
     with pytest.raises(ConfigError, match='does not exist'):
         _dataset(qf, af, img_dir, tokenizer=dict(type='hf', path=str(tmp_path / 'nope'))).collate([ds[0]])
 

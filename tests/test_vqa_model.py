@@ -135,3 +135,17 @@ def test_infer_prints_top5_and_writes_heatmap(demo_vqa, tmp_path, capsys):
     assert 'what color is the triangle?' in printed and '  5. ' in printed
     with pytest.raises(Exception, match='needs a question'):
         infer(model, cfg, [image], str(tmp_path / 'out'), question=None)
+
+
+def test_fpn_level_as_grid_with_attention_backbone(demo_vqa):
+    _, train, val = demo_vqa
+    torch.manual_seed(0)
+    model = build_model(dict(type='VQAModel',
+                             backbone=dict(type='ResNet', depth=18, base_channels=8, out_indices=(1, 2, 3),
+                                           attention=dict(type='se')),
+                             neck=dict(type='FPN', out_channels=16, num_outs=3), neck_level=0,
+                             question_encoder=dict(type='gru', embed_dim=8, hidden_dim=16), head=TINY_MCAN),
+                        metainfo=train.metainfo).eval()
+    with torch.no_grad():
+        preds = model(val.collate([val[0], val[1]]))
+    assert preds[0]['attention'].shape == (8, 8)  # FPN level 0 = stride 8 at 64 px

@@ -26,7 +26,8 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
 
     The CPU flash kernel (O(L) memory) only runs when q, k and v have the same last dimension, so the
     narrower side is zero-padded: padding q and k adds zero to every dot product, padding v adds zero
-    output columns that are sliced off. Exact up to float rounding.
+    output columns that are sliced off. Exact up to float rounding. Inputs whose last dimension is not
+    unit-strided (tokens of an NCHW map) are copied to contiguous first: the flash kernel refuses them.
 
     On the CPU the attention runs in float32 (autocast off) and the result is cast back to v's dtype:
     the CPU flash kernel's bf16 backward is several times slower than its float32 one (measured 45 s
@@ -37,6 +38,8 @@ def sdpa(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     Returns:
         (N, heads, L, dv), dtype of v.
     """
+    # the fused kernels need a unit stride on the last dim (NCHW tokens are strided): else HW x HW math
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     dk, dv = q.shape[-1], v.shape[-1]
     if dk < dv:
         q = F.pad(q, (0, dv - dk))

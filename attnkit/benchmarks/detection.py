@@ -3,7 +3,8 @@
 ``speed``: one training step and one inference (with post-processing) of FCOS R50-FPN at SIZE x SIZE, batch B,
 attnkit (plain and CBAM ResNet-50) side by side with ``torchvision.models.detection.fcos_resnet50_fpn`` in the
 same process, runs interleaved so that machine load hits every model alike; fp32 rows and (``--bf16``) bf16
-autocast rows. Median seconds per call.
+autocast rows. Median seconds per call, wall and process CPU time (CPU time is barely disturbed by other
+processes on a shared machine).
 
 ``quality``: train the demo config from scratch and evaluate it (COCO mAP on the demo val split), with the wall
 time and the machine load (``uptime``) before and after.
@@ -118,31 +119,27 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
                                                                                      'cbam', True)}
         if args.nchw:
             runners[f'attnkit FCOS R50-FPN {prec} NCHW'] = _attnkit_runner(args.size, args.batch, bf16, None, False)
-        times = {name: {'train': [], 'infer': []} for name in runners}
+        times = {name: {'train': [], 'infer': [], 'train_cpu': [], 'infer_cpu': []} for name in runners}
         for name, (train, infer) in runners.items():  # warm-up (allocations, oneDNN primitive caches)
             for _ in range(args.warmup):
                 train(), infer()
         for _ in range(args.iters):  # interleaved: load changes hit all models alike
             for name, (train, infer) in runners.items():
-                t = time.perf_counter()
-                train()
-                times[name]['train'].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                infer()
-                times[name]['infer'].append(time.perf_counter() - t)
-        ref = times[f'torchvision fcos_resnet50_fpn {prec}']
-        ref_train, ref_infer = statistics.median(ref['train']), statistics.median(ref['infer'])
-        for name, t in times.items():
-            tr, inf = statistics.median(t['train']), statistics.median(t['infer'])
-            rows[name] = {'train_s': round(tr, 3), 'infer_s': round(inf, 3),
-                          'train_ratio_vs_torchvision': round(tr / ref_train, 3),
-                          'infer_ratio_vs_torchvision': round(inf / ref_infer, 3),
-                          'train_all_s': [round(v, 3) for v in t['train']],
-                          'infer_all_s': [round(v, 3) for v in t['infer']]}
-        plain = rows[f'attnkit FCOS R50-FPN {prec} channels_last']
-        cbam = rows[f'attnkit FCOS R50-CBAM-FPN {prec} channels_last']
-        rows[f'CBAM overhead {prec}'] = {'train': round(cbam['train_s'] / plain['train_s'] - 1, 3),
-                                         'infer': round(cbam['infer_s'] / plain['infer_s'] - 1, 3)}
+                for what, fn in (('train', train), ('infer', infer)):
+                    t, c = time.perf_counter(), time.process_time()
+                    fn()
+                    times[name][what].append(time.perf_counter() - t)
+                    times[name][what + '_cpu'].append(time.process_time() - c)
+        med = {name: {k: statistics.median(v) for k, v in t.items()} for name, t in times.items()}
+        ref = med[f'torchvision fcos_resnet50_fpn {prec}']
+        for name, m in med.items():
+            rows[name] = {**{f'{k}_s': round(v, 3) for k, v in m.items()},
+                          **{f'{k}_ratio_vs_torchvision': round(v / ref[k], 3) for k, v in m.items()},
+                          'train_all_s': [round(v, 3) for v in times[name]['train']],
+                          'infer_all_s': [round(v, 3) for v in times[name]['infer']]}
+        plain = med[f'attnkit FCOS R50-FPN {prec} channels_last']
+        cbam = med[f'attnkit FCOS R50-CBAM-FPN {prec} channels_last']
+        rows[f'CBAM overhead {prec}'] = {k: round(cbam[k] / plain[k] - 1, 3) for k in plain}
     return {'benchmark': 'detection speed', 'size': args.size, 'batch': args.batch, 'iters': args.iters,
             'threads': torch.get_num_threads(), 'uptime_before': load_before, 'uptime_after': _uptime(),
             'rows': rows}

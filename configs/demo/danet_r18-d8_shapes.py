@@ -14,8 +14,8 @@ model = dict(
     test_mode='whole',
 )
 train_pipeline = [
-    dict(type='RandomResizeRatio', ratio_range=(0.75, 1.5)),
-    dict(type='RandomCropCatMax', height=128, width=128, cat_max_ratio=0.9),
+    dict(type='RandomResizeRatio', ratio_range=(0.9, 1.25)),
+    dict(type='RandomCropCatMax', height=128, width=128, cat_max_ratio=1.0),
     dict(type='HorizontalFlip', p=0.5),
     dict(type='PadIfNeeded', min_height=128, min_width=128, position='top_left', border_mode=0, fill=0,
          fill_mask=255),
@@ -31,7 +31,8 @@ data = dict(
 )
 evaluator = dict(type='IoUMetric')
 runtime = dict(mixed_precision='no', log_interval=25)
-optim = dict(optimizer=dict(_delete_=True, type='AdamW', lr=0.002, weight_decay=1e-4))
-schedule = dict(by_epoch=False, max_epochs=None, max_iters=1500, warmup_iters=50, warmup_ratio=0.01, policy='poly',
+optim = dict(optimizer=dict(_delete_=True, type='AdamW', lr=0.003, weight_decay=1e-4))
+schedule = dict(by_epoch=False, max_epochs=None, max_iters=1200, warmup_iters=50, warmup_ratio=0.01, policy='poly',
                 power=0.9, min_lr_ratio=0.0)
-train_cfg = dict(eval_interval=500, checkpoint_interval=500)
+train_cfg = dict(eval_interval=600, checkpoint_interval=600)
+infer_cfg = dict(attn_point=None)  # attnkit infer: query pixel (y, x) of the PAM heat map (None = centre)

@@ -1,4 +1,4 @@
-# FCOS on a quarter-width ResNet-18 (base_channels=16) with CBAM in layers 2-4 and a 3-level FPN (strides 8, 16, 32), trained from scratch on the
+# FCOS on a half-width ResNet-18 (base_channels=32) with CBAM in layers 2-4 and a 3-level FPN (strides 8, 16, 32), trained from scratch on the
 # "shapes" demo data (`attnkit data demo` writes data/demo: 128x128 images, 1000 train / 200 val, 4 classes).
 # Target: COCO mAP@[.5:.95] >= 0.50 on the demo val split, training in <= 15 min on 2 CPU cores
 # (docs/bench/detection.md has the measured figures).
@@ -7,7 +7,7 @@ task = 'detection'
 data_root = 'data/demo'
 model = dict(
     type='Detector',
-    backbone=dict(type='ResNet', depth=18, base_channels=16, out_indices=(1, 2, 3),
+    backbone=dict(type='ResNet', depth=18, base_channels=32, out_indices=(1, 2, 3),
                   attention=dict(type='cbam', stages=(False, True, True, True))),
     neck=dict(type='FPN', out_channels=64, num_outs=3, start_level=0),
     # objects are 15-58 px: their centre locations lie <= ~30 px from the box sides, so the regress ranges
@@ -35,5 +35,5 @@ evaluator = dict(type='CocoMetric')
 runtime = dict(log_interval=20)
 optim = dict(_delete_=True, optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05), no_decay=('norm', 'bias', 'scale'),
              grad_clip=dict(max_norm=35.0))
-schedule = dict(by_epoch=True, max_epochs=6, warmup_iters=50, warmup_ratio=0.01, policy='cosine', min_lr_ratio=0.01)
-train_cfg = dict(eval_interval=6, checkpoint_interval=2)
+schedule = dict(by_epoch=True, max_epochs=10, warmup_iters=100, warmup_ratio=0.01, policy='cosine', min_lr_ratio=0.01)
+train_cfg = dict(eval_interval=10, checkpoint_interval=5)

@@ -30,4 +30,4 @@ optim = dict(optimizer=dict(_delete_=True, type='AdamW', lr=2e-3, weight_decay=0
 schedule = dict(by_epoch=True, max_epochs=12, max_iters=None, warmup_iters=100, warmup_ratio=0.01,
                 policy='cosine', milestones=(), gamma=0.1, power=0.9, min_lr_ratio=0.01)
 runtime = dict(mixed_precision='no', channels_last=True, log_interval=20)  # bf16 training is slower on CPU
-train_cfg = dict(eval_interval=4, checkpoint_interval=4)
+train_cfg = dict(eval_interval=2, checkpoint_interval=2)

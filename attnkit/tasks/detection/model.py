@@ -1,6 +1,7 @@
 """``Detector``: backbone (with any attention) → FPN → dense detection head (FCOS or RetinaNet)."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -24,12 +25,16 @@ class Detector(nn.Module):
         head: head config (``dict(type='FCOSHead', ...)``); ``num_classes`` comes from ``metainfo['classes']``
             and ``in_channels`` from the neck.
         metainfo: ``{'classes': [names]}`` from the training set or the checkpoint.
+        init_from: a trained attnkit detector checkpoint (``.pth`` or ``model.safetensors``) to fine-tune from:
+            every tensor whose name and shape match is loaded; the rest (e.g. the classifier when the classes
+            differ) keep their initialisation. ``self.init_report`` says what was loaded and skipped.
 
     ``forward(batch)``: in training mode ``{'loss', 'loss_cls', 'loss_bbox', ...}``; in eval mode one dict per
     image with ``boxes`` (K, 4) xyxy in original-image pixels, ``scores`` (K,), ``labels`` (K,).
     """
 
-    def __init__(self, backbone: dict, neck: dict | None, head: dict, metainfo: dict | None = None) -> None:
+    def __init__(self, backbone: dict, neck: dict | None, head: dict, metainfo: dict | None = None,
+                 init_from: str | None = None) -> None:
         super().__init__()
         self.metainfo = dict(metainfo or {})
         classes = self.metainfo.get('classes')
@@ -61,6 +66,33 @@ class Detector(nn.Module):
         self.num_classes = self.head.num_classes
         if not self.metainfo.get('classes'):
             self.metainfo['classes'] = [str(i) for i in range(self.num_classes)]
+        self.init_report: dict[str, list[str]] | None = None
+        if init_from is not None:
+            self.init_report = self.load_matching(init_from)
+
+    def load_matching(self, path: str) -> dict[str, list[str]]:
+        """Load the tensors of checkpoint ``path`` whose names and shapes match this model.
+
+        Returns:
+            ``{'loaded': [...], 'skipped_shape': [...], 'missing': [...]}`` key lists.
+
+        Raises:
+            CheckpointError: unreadable file, or no tensor in common.
+        """
+        from ...backbones.pretrained import read_state_dict
+        from ...errors import CheckpointError
+        sd = read_state_dict(path)
+        sd = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
+        own = self.state_dict()
+        loaded = [k for k, v in sd.items() if k in own and own[k].shape == v.shape]
+        skipped = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
+        if not loaded:
+            raise CheckpointError(f"Detector init_from {path!r}: no tensor matches the model by name and shape.")
+        self.load_state_dict({k: sd[k] for k in loaded}, strict=False)
+        if skipped:
+            warnings.warn(f"Detector init_from {path!r}: {len(skipped)} tensors differ in shape and keep their "
+                          f"initialisation: {', '.join(skipped[:6])}", UserWarning, stacklevel=2)
+        return {'loaded': loaded, 'skipped_shape': skipped, 'missing': [k for k in own if k not in sd]}
 
     def extract_feats(self, images: Tensor) -> tuple[Tensor, ...]:
         """(N, 3, H, W) → FPN maps; the input follows the model's memory format (channels_last when converted)."""

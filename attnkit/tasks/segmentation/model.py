@@ -95,7 +95,7 @@ class Segmentor(nn.Module):
 
     # -- training ----------------------------------------------------------------------------------
     def extract_feat(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Backbone features, and the neck's when there is one."""
+        """Backbone features (the neck is applied by the callers: the auxiliary head reads backbone features)."""
         feats = tuple(self.backbone(images))
         return feats
 

@@ -118,7 +118,8 @@ class HFTokenizer:
 
 
 def build_tokenizer(cfg: Mapping[str, Any], question_vocab: Sequence[str] | None = None) -> WordTokenizer | HFTokenizer:
-    """A tokenizer from ``dict(type='word', max_len=14)`` (needs ``question_vocab``) or ``dict(type='hf', path=...)``."""
+    """A tokenizer from ``dict(type='word', max_len=14)`` (needs ``question_vocab``) or
+    ``dict(type='hf', path=..., max_len=32)``."""
     args = dict(cfg)
     kind = args.pop('type', None)
     args.pop('min_count', None)  # used when building the vocabulary, not by the tokenizer

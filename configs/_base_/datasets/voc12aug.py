@@ -23,3 +23,5 @@ data = dict(
     test=None,
 )
 evaluator = dict(type='IoUMetric')
+# attnkit infer: query pixel (y, x) of the attention heat maps (None = image centre; floats = relative)
+infer_cfg = dict(attn_point=None)

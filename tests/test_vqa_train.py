@@ -1,0 +1,63 @@
+"""The demo VQA configs through the Trainer: train, evaluate, reload the checkpoint (vocabularies inside), infer."""
+import os
+
+import pytest
+import torch
+
+from attnkit.config import load_config
+from attnkit.data.demo import generate_demo_data
+from attnkit.engine import Trainer, load_model
+from attnkit.registry import INFERENCERS
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: faster, and no OpenMP spin-waits on a busy machine
+    yield
+    torch.set_num_threads(before)
+
+
+def _options(paths, work_dir):
+    """Point a demo config at a small generated demo set and shrink the model."""
+    opts = {'work_dir': str(work_dir), 'schedule.max_epochs': 1, 'schedule.warmup_iters': 1,
+            'data.train.batch_size': 8, 'data.train.num_workers': 0, 'data.val.num_workers': 0,
+            'runtime.tensorboard': False, 'train_cfg.eval_interval': 1, 'train_cfg.checkpoint_interval': 1}
+    for split in ('train', 'val'):
+        opts[f'data.{split}.dataset.img_dir'] = paths['img_dir']
+        opts[f'data.{split}.dataset.questions_file'] = paths[f'vqa_{split}_questions']
+        opts[f'data.{split}.dataset.annotations_file'] = paths[f'vqa_{split}_annotations']
+        opts[f'data.{split}.dataset.pipeline'] = [dict(type='Resize', height=64, width=64)]
+    return opts
+
+
+TINY = {'model.backbone.base_channels': 8, 'model.question_encoder.embed_dim': 16,
+        'model.question_encoder.hidden_dim': 32, 'model.head.dim': 32, 'model.head.ffn': 64, 'model.head.depth': 1,
+        'model.head.flat_hidden': 32, 'model.head.out_dim': 64}
+
+
+@pytest.fixture(scope='module')
+def demo_paths(tmp_path_factory):
+    return generate_demo_data(tmp_path_factory.mktemp('demo'), num_train=12, num_val=4, size=64, seed=1)
+
+
+@pytest.mark.parametrize('config', ['configs/demo/mcan_r18_gru_shapes.py', 'configs/demo/qonly_gru_shapes.py'])
+def test_demo_config_trains_saves_vocab_and_infers(tmp_path, demo_paths, config, capsys):
+    paths = demo_paths
+    opts = _options(paths, tmp_path / 'work')
+    opts.update({k: v for k, v in TINY.items() if 'backbone' not in k or 'qonly' not in config})
+    cfg = load_config(config, opts)
+    torch.manual_seed(0)
+    trainer = Trainer(cfg)
+    metrics = trainer.train()
+    assert list(metrics)[0] == 'accuracy' and 0.0 <= metrics['accuracy'] <= 1.0
+    assert metrics['num_questions'] == len(trainer._eval_datasets['val'])
+    ckpt = torch.load(tmp_path / 'work' / 'latest.pth', weights_only=True)
+    assert ckpt['meta']['answers'] == trainer.train_dataset.metainfo['answers']
+    assert ckpt['meta']['question_vocab'][:2] == ['<pad>', '<unk>']
+    model = load_model(cfg, tmp_path / 'work' / 'latest.pth')
+    assert model.use_image == ('qonly' not in config)
+    files = INFERENCERS.get('VQAModel')(model, cfg, [os.path.join(paths['img_dir'], '000013.jpg')],
+                                        str(tmp_path / 'pics'), question='how many objects are there?')
+    assert os.path.isfile(files[0])
+    assert '  1. ' in capsys.readouterr().out
