@@ -51,6 +51,22 @@ def test_heads_on_random_grids(head_cfg):
     assert out['logits'].shape == (2, 7) and out['attention'] is None
 
 
+def test_mcan_position_embedding_makes_grid_order_matter():
+    """Without positions the MCAN head is blind to where a cell is (permuting the grid changes nothing);
+    with ``pos_embed`` the same permutation changes the answer logits (left/right becomes learnable)."""
+    torch.manual_seed(0)
+    img = torch.randn(2, 24, 4, 4)
+    perm = torch.randperm(16)
+    permuted = img.flatten(2)[:, :, perm].view_as(img)
+    q, mask = torch.randn(2, 5, 20), torch.ones(2, 5, dtype=torch.bool)
+    for pos_embed, order_matters in ((False, False), (True, True)):
+        torch.manual_seed(1)
+        head = build(HEADS, dict(TINY_MCAN, pos_embed=pos_embed), num_answers=7, img_channels=24,
+                     q_channels=20).eval()
+        a, b = head(img, q, mask)['logits'], head(permuted, q, mask)['logits']
+        assert torch.allclose(a, b, atol=1e-5) != order_matters, pos_embed
+
+
 @pytest.fixture(scope='module')
 def demo_vqa(tmp_path_factory):
     paths = generate_demo_data(tmp_path_factory.mktemp('demo'), num_train=16, num_val=6, size=64, seed=0)

@@ -109,6 +109,8 @@ def _attnkit_runner(size: int, batch: int, bf16: bool, attention: str | None, ch
 def speed(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     precisions = ['fp32'] + (['bf16'] if args.bf16 else [])
+    if args.only_bf16:
+        precisions = ['bf16']
     rows: dict[str, dict[str, Any]] = {}
     load_before = _uptime()
     for prec in precisions:
@@ -183,6 +185,7 @@ def main(argv: list[str]) -> int:
     p.add_argument('--iters', type=int, default=3)
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--bf16', action='store_true', help='also bf16 autocast rows')
+    p.add_argument('--only-bf16', action='store_true', help='only the bf16 autocast rows')
     p.add_argument('--nchw', action='store_true', help='also an attnkit row without channels_last')
     p.add_argument('--threads', type=int, default=None)
     q = sub.add_parser('quality', help='train + test the demo detector')

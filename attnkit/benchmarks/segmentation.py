@@ -101,6 +101,9 @@ def _speed(args: argparse.Namespace) -> dict:
         'torchvision fcn_resnet50 (NCHW)': (_TorchvisionFCN(), False),
         'attnkit FCN R50-D8, torchvision head shape (channels_last)': (_attnkit_model(FCN_CONFIG, True), True),
     }
+    if args.attnkit_nchw:  # attnkit with runtime.channels_last=False
+        contenders['attnkit FCN R50-D8, torchvision head shape (NCHW)'] = (
+            contenders.pop('attnkit FCN R50-D8, torchvision head shape (channels_last)')[0], False)
     if args.all:
         contenders['torchvision fcn_resnet50 (channels_last)'] = (_TorchvisionFCN(), True)
         contenders['attnkit FCN R50-D8, mmseg head (2 convs + concat) (channels_last)'] = (
@@ -108,7 +111,7 @@ def _speed(args: argparse.Namespace) -> dict:
     rows = []
     for dtype in args.dtypes:
         bf16 = dtype == 'bf16'
-        for mode in ('train', 'infer'):
+        for mode in args.modes:
             fns = {}
             for name, (model, cl) in contenders.items():
                 model = model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
@@ -249,6 +252,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--dtypes', default='fp32,bf16', help='speed: comma-separated fp32, bf16')
+    parser.add_argument('--attnkit-nchw', action='store_true', help='speed: attnkit in NCHW (channels_last off)')
+    parser.add_argument('--modes', default='train,infer', help='speed: comma-separated train, infer')
     parser.add_argument('--all', action='store_true', help='speed: also torchvision channels_last and the mmseg head')
     parser.add_argument('--threads', type=int, default=0, help='torch threads (0 = leave the default)')
     parser.add_argument('--variant', choices=['sdpa', 'naive'], default='sdpa')
@@ -261,6 +266,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument('--json', default=None, help='write the figures to this file')
     args = parser.parse_args(argv)
     args.dtypes = [d.strip() for d in args.dtypes.split(',') if d.strip()]
+    args.modes = [m.strip() for m in args.modes.split(',') if m.strip()]
     if args.batch is None:
         args.batch = 2 if args.what == 'speed' else 1
     if args.threads:

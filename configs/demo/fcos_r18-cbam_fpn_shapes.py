@@ -1,7 +1,8 @@
 # FCOS on a half-width ResNet-18 (base_channels=32) with CBAM in layers 2-4 and a 3-level FPN (strides 8, 16, 32), trained from scratch on the
 # "shapes" demo data (`attnkit data demo` writes data/demo: 128x128 images, 1000 train / 200 val, 4 classes).
 # Target: COCO mAP@[.5:.95] >= 0.50 on the demo val split, training in <= 15 min on 2 CPU cores
-# (docs/bench/detection.md has the measured figures).
+# (docs/bench/detection.md: AP 0.70; 6.3 CPU-minutes). On a CPU shared with other jobs run it with OMP_NUM_THREADS=1:
+# oversubscribed OpenMP threads spin-wait and made each step ~10x slower.
 _base_ = ['../_base_/default_runtime.py']
 task = 'detection'
 data_root = 'data/demo'
