@@ -93,7 +93,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     from .builder import build_dataset, build_evaluator
     from .engine import evaluate, load_model
     from .engine.logging import format_metrics
+    from .engine.utils import resolve_channels_last
     from .errors import ConfigError
+    import torch
     cfg = _load_cfg(args.config, args.cfg_options)
     data = cfg.get('data') or {}
     part = data.get('test') or data.get('val')
@@ -108,9 +110,10 @@ def cmd_test(args: argparse.Namespace) -> int:
     GradientState._reset_state()
     accelerator = Accelerator(mixed_precision=args.amp or config_mp)  # None: accelerate launch's setting or 'no'
     model = load_model(cfg, args.checkpoint).to(accelerator.device)
-    channels_last = bool(runtime.get('channels_last', True))
+    channels_last = resolve_channels_last(runtime.get('channels_last', 'auto'), next(model.parameters()).device,
+                                          training=False)
     if channels_last:
-        model.to(memory_format=__import__('torch').channels_last)
+        model.to(memory_format=torch.channels_last)
     dataset = build_dataset(part['dataset'], metainfo=getattr(model, 'metainfo', None))
     evaluator = build_evaluator(cfg['evaluator'], dataset=dataset)
     metrics = evaluate(model, dataset, evaluator, accelerator, batch_size=int(part.get('batch_size', 1)),

@@ -26,7 +26,7 @@ from .logging import JsonlLogger, format_metrics, tensorboard_available
 from .optim import build_optimizer
 from .schedule import build_scheduler, total_iters
 from .utils import (DEFAULT_OPTIM, DEFAULT_RUNTIME, DEFAULT_SCHEDULE, DEFAULT_TRAIN_CFG, import_custom_modules,
-                    section, to_device)
+                    resolve_channels_last, section, to_device)
 
 __all__ = ['Trainer', 'NonFiniteLossError']
 
@@ -76,7 +76,7 @@ class Trainer:
         self.accelerator = self._build_accelerator(mp)
         acc = self.accelerator
         self.is_main = acc.is_main_process
-        self.channels_last = bool(self.runtime['channels_last'])
+        self.channels_last = resolve_channels_last(self.runtime['channels_last'], acc.device, training=True)
         self.seed = int(self.runtime['seed'])
         from accelerate.utils import set_seed
         set_seed(self.seed)

@@ -3,7 +3,7 @@ runtime = dict(
     seed=0,
     deterministic=False,          # torch.use_deterministic_algorithms(True, warn_only=True)
     mixed_precision='no',         # 'no' | 'fp16' (GPU) | 'bf16' (GPU and CPU); `attnkit train --amp bf16`
-    channels_last=True,           # model and images in channels_last memory format
+    channels_last='auto',         # channels_last memory format: True, False, or 'auto' (CUDA; CPU inference)
     sync_bn=False,                # BatchNorm -> SyncBatchNorm with more than one GPU process
     log_interval=20,              # iterations between log.jsonl / TensorBoard lines
     find_unused_parameters=False,  # DDP option for models with branches unused in some steps
