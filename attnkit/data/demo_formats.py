@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from .demo_scene import CLASSES, DemoObject
+from .palette import voc_palette as _voc_palette
 
 __all__ = ['voc_palette', 'label_map', 'write_label_png', 'write_voc_xml', 'coco_annotation', 'write_json',
            'DIFFICULT_SIDE']
@@ -18,18 +19,8 @@ DIFFICULT_SIDE = 10  # objects whose visible box has a side < 10 px are marked d
 
 
 def voc_palette() -> list[int]:
-    """The 256-entry Pascal VOC colour map as a flat [r, g, b, ...] list (index 255 = (224, 224, 192))."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    return pal
+    """The 256-entry Pascal VOC colour map as a flat [r, g, b, ...] list, as ``PIL.Image.putpalette`` takes it."""
+    return [v for rgb in _voc_palette(256) for v in rgb]
 
 
 _PALETTE = voc_palette()

@@ -36,7 +36,7 @@ evaluator = dict(type='VQAAccuracy')
 # lr 2e-3 was too high (the grid attention never focused); 1e-3 with warm-up + cosine (docs/bench/vqa.md)
 optim = dict(optimizer=dict(_delete_=True, type='AdamW', lr=1e-3, weight_decay=0.01),
              grad_clip=dict(_delete_=True, max_norm=5.0))
-schedule = dict(by_epoch=True, max_epochs=16, max_iters=None, warmup_iters=100, warmup_ratio=0.01,
+schedule = dict(by_epoch=True, max_epochs=14, max_iters=None, warmup_iters=100, warmup_ratio=0.01,
                 policy='cosine', milestones=(), gamma=0.1, power=0.9, min_lr_ratio=0.01)
 runtime = dict(mixed_precision='no', channels_last=True, log_interval=20)  # bf16 training is slower on CPU
-train_cfg = dict(eval_interval=4, checkpoint_interval=4)
+train_cfg = dict(eval_interval=7, checkpoint_interval=7)

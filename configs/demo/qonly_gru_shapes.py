@@ -2,4 +2,4 @@
 # What it scores is what the answers' priors given the question allow (the demo data is balanced against it).
 _base_ = ['./mcan_r18_gru_shapes.py']
 model = dict(use_image=False, backbone=None)
-schedule = dict(max_epochs=16)
+schedule = dict(max_epochs=14)

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ...data import read_image
+from ...data.single_image import prepare_image
 from ...registry import INFERENCERS
 from .datasets.base import build_pipeline
 from .visualize import draw_detections
@@ -34,7 +34,6 @@ def infer_detector(model: torch.nn.Module, cfg: Any, images: Sequence[str], out_
         question: unused (VQA only).
         score_thr: drawing threshold.
     """
-    from ...data import collate
     model.eval()
     pipeline = build_pipeline(test_pipeline_cfg(cfg))
     classes = list((getattr(model, 'metainfo', None) or {}).get('classes') or [])
@@ -42,14 +41,7 @@ def infer_detector(model: torch.nn.Module, cfg: Any, images: Sequence[str], out_
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for path in images:
-        image = read_image(path, record='the infer command line')
-        out = pipeline(image)
-        h0, w0 = image.shape[:2]
-        h, w = out['img_size']
-        meta = {'id': os.path.basename(path), 'file': path, 'ori_size': (h0, w0), 'img_size': (h, w),
-                'scale_factor': (w / w0, h / h0)}
-        batch = collate([{'image': out['image'], 'meta': meta}])
-        batch['images'] = batch['images'].to(device)
+        image, batch = prepare_image(path, pipeline, device)
         pred = model(batch)[0]
         boxes, scores, labels = (pred[k].float().cpu().numpy() if k != 'labels' else pred[k].cpu().numpy()
                                  for k in ('boxes', 'scores', 'labels'))

@@ -13,6 +13,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ...data import Pipeline, collate, read_image, read_label_png
+from ...data.palette import voc_palette
 from ...errors import ConfigError, DataError
 from ...registry import DATASETS
 
@@ -21,21 +22,6 @@ __all__ = ['VOC_CLASSES', 'voc_palette', 'BaseSegDataset', 'VOCSegmentation', 'F
 VOC_CLASSES = ('background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
                'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa',
                'train', 'tvmonitor')
-
-
-def voc_palette(n: int = 256) -> list[list[int]]:
-    """The Pascal VOC colour map (bit-interleaved), ``n`` RGB triples."""
-    palette = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette.append([r, g, b])
-    return palette
 
 
 class BaseSegDataset(Dataset):

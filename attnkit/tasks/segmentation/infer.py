@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ...data import Pipeline, collate, read_image
+from ...data import Pipeline
+from ...data.palette import voc_palette
+from ...data.single_image import prepare_image
 from ...registry import INFERENCERS
-from .datasets import voc_palette
 from .visualize import attention_heatmap, blend_mask, save_label_png
 
 __all__ = ['infer_segmentor', 'test_pipeline']
@@ -82,14 +83,8 @@ def infer_segmentor(model: torch.nn.Module, cfg: Any, images: Sequence[str], out
     os.makedirs(out_dir, exist_ok=True)
     written: list[str] = []
     for path in images:
-        image = read_image(path, record='the infer command line')
-        out = pipeline(image)
-        h0, w0 = image.shape[:2]
-        h, w = out['img_size']
-        meta = {'id': os.path.basename(path), 'file': path, 'ori_size': (h0, w0), 'img_size': (h, w),
-                'scale_factor': (w / w0, h / h0)}
-        batch = collate([{'image': out['image'], 'meta': meta}])
-        batch['images'] = batch['images'].to(device)
+        image, batch = prepare_image(path, pipeline, device)
+        (h0, w0), (h, w) = batch['metas'][0]['ori_size'], batch['metas'][0]['img_size']
         pad = tuple(batch['images'].shape[-2:])
         rel, pixel = _query(attn_point, (h0, w0), (h, w), pad)
         with record(model, query=rel) as maps:
