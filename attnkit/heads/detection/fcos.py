@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from ...registry import HEADS
-from .utils import Scale, flatten_level, make_tower, postprocess
+from .utils import Scale, flatten_level, init_dense_head, make_tower, postprocess
 
 __all__ = ['FCOSHead', 'level_points']
 
@@ -85,12 +85,7 @@ class FCOSHead(nn.Module):
         self.bbox_pred = nn.Conv2d(feat_channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(feat_channels, 1, 3, padding=1)
         self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+        init_dense_head(self, self.cls_logits, prior_prob)
 
     def forward(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Raw outputs per level.

@@ -1,7 +1,6 @@
 """RetinaNet head (Lin et al., 2017): anchors per FPN level, focal loss, smooth-L1 or GIoU box loss."""
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
@@ -11,7 +10,7 @@ from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_los
 
 from ...registry import HEADS
 from .anchors import AnchorGenerator, decode_boxes, encode_boxes
-from .utils import flatten_level, make_tower, postprocess
+from .utils import flatten_level, init_dense_head, make_tower, postprocess
 
 __all__ = ['RetinaHead']
 
@@ -61,12 +60,7 @@ class RetinaHead(nn.Module):
         self.reg_tower = make_tower(in_channels, feat_channels, stacked_convs, norm)
         self.cls_logits = nn.Conv2d(feat_channels, self.num_anchors * num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(feat_channels, self.num_anchors * 4, 3, padding=1)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+        init_dense_head(self, self.cls_logits, prior_prob)
 
     def forward(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Per level: class logits (N, A*C, H_l, W_l) and box deltas (N, A*4, H_l, W_l)."""

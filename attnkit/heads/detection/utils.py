@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-__all__ = ['flatten_level', 'make_tower', 'Scale', 'postprocess', 'rescale_boxes', 'gn_groups']
+__all__ = ['flatten_level', 'init_dense_head', 'make_tower', 'Scale', 'postprocess', 'rescale_boxes', 'gn_groups']
 
 
 def gn_groups(channels: int, preferred: int = 32) -> int:
@@ -31,6 +31,17 @@ def make_tower(in_channels: int, channels: int, num_convs: int, norm: str | None
             layers.append(nn.GroupNorm(gn_groups(channels), channels))
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
+
+
+def init_dense_head(head: nn.Module, cls_logits: nn.Conv2d, prior_prob: float) -> None:
+    """Dense-head initialisation (RetinaNet/FCOS): every conv N(0, 0.01) with zero bias, and the classifier
+    bias set so that each sigmoid starts at ``prior_prob`` (focal loss is stable from the first step)."""
+    for m in head.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, std=0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    nn.init.constant_(cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
 
 
 class Scale(nn.Module):
