@@ -59,16 +59,6 @@ def _decode(image: np.ndarray) -> np.ndarray:
     return lut[dist.argmin(-1)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from 2 threads, and on a shared, oversubscribed machine OpenMP barriers make
-    2 threads up to 20x slower than 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 RAW = dict(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))  # the pipeline then returns raw pixel values
 
 

@@ -13,16 +13,6 @@ from attnkit.heads.segmentation import seg_cross_entropy
 
 CLASSES = ['background', 'circle', 'square', 'triangle', 'star']
 META = {'classes': CLASSES}
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from 2 threads, and on a shared, oversubscribed machine OpenMP barriers make
-    2 threads up to 20x slower than 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 TINY_BACKBONE = dict(type='ResNet', depth=18, base_channels=8, out_indices=(0, 1, 2, 3), output_stride=8)
 
 HEADS = {

@@ -13,14 +13,6 @@ from attnkit.tasks.vqa.answers import build_answer_vocab, normalize_answer, soft
 from attnkit.tasks.vqa.text import WordTokenizer, build_question_vocab, tokenize_words
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: faster, and no OpenMP spin-waits on a busy machine
-    yield
-    torch.set_num_threads(before)
-
-
 def _ann(qid, answers, mc=None, atype='other'):
     rec = {'question_id': qid, 'answer_type': atype, 'answers': [{'answer': a, 'answer_id': i + 1}
                                                                    for i, a in enumerate(answers)]}

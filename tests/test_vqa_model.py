@@ -11,15 +11,6 @@ from attnkit.registry import HEADS, INFERENCERS, build
 
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny models: one thread is faster, and on a busy shared machine far faster (no OpenMP spin-waits)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 TINY_MCAN = dict(type='mcan', dim=32, heads=4, ffn=64, depth=1, flat_hidden=32, out_dim=64, dropout=0.0)
 TINY_SAN = dict(type='san', dim=32, att_dim=16, dropout=0.0)
 

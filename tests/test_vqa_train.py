@@ -10,14 +10,6 @@ from attnkit.engine import Trainer, load_model
 from attnkit.registry import INFERENCERS
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: faster, and no OpenMP spin-waits on a busy machine
-    yield
-    torch.set_num_threads(before)
-
-
 def _options(paths, work_dir):
     """Point a demo config at a small generated demo set and shrink the model."""
     opts = {'work_dir': str(work_dir), 'schedule.max_epochs': 1, 'schedule.warmup_iters': 1,
