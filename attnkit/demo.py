@@ -8,6 +8,7 @@ task           config                                  target on the demo val sp
 =============  ======================================  ==================================
 detection      configs/demo/fcos_r18-cbam_fpn_shapes.py COCO mAP@[.5:.95] >= 0.50
 segmentation   configs/demo/danet_r18-d8_shapes.py     mIoU >= 0.80
+vqa backbone   configs/demo/fcn_r18_shapes_vqa-backbone.py  (stage 1 of vqa: backbone pre-training)
 vqa            configs/demo/mcan_r18_gru_shapes.py     VQA accuracy >= 0.90
 vqa baseline   configs/demo/qonly_gru_shapes.py        (question only, for comparison)
 =============  ======================================  ==================================
@@ -29,9 +30,17 @@ from typing import Sequence
 DEMOS = {
     'detection': ('configs/demo/fcos_r18-cbam_fpn_shapes.py', 'AP', 0.50),
     'segmentation': ('configs/demo/danet_r18-d8_shapes.py', 'mIoU', 0.80),
+    'vqa-backbone': ('configs/demo/fcn_r18_shapes_vqa-backbone.py', 'mIoU', None),
     'vqa': ('configs/demo/mcan_r18_gru_shapes.py', 'accuracy', 0.90),
     'vqa-question-only': ('configs/demo/qonly_gru_shapes.py', 'accuracy', None),
 }
+
+# task -> (the task that must run first, the config key that receives its model.safetensors)
+DEPENDS = {'vqa': ('vqa-backbone', 'model.backbone.pretrained')}
+
+
+def _work_dir(task: str, quick: bool) -> Path:
+    return Path('work_dirs/demo-quick' if quick else 'work_dirs/demo') / Path(DEMOS[task][0]).stem
 
 
 def _repo_root() -> Path:
@@ -67,8 +76,15 @@ def run_demo(task: str, *, force: bool = False, pictures: int = 3, quick: bool =
     from .engine import Trainer, load_model
 
     config, key, target = DEMOS[task]
-    cfg = load_config(config, QUICK_OPTIONS if quick else None)
-    work_dir = Path('work_dirs/demo-quick' if quick else 'work_dirs/demo') / Path(config).stem
+    options = dict(QUICK_OPTIONS) if quick else {}
+    if task in DEPENDS:  # e.g. vqa starts from the backbone that vqa-backbone trained
+        first, option = DEPENDS[task]
+        weights = _work_dir(first, quick) / 'model.safetensors'
+        if not weights.is_file():  # trained by the task list already, or now
+            run_demo(first, pictures=0, quick=quick)
+        options[option] = str(weights)
+    cfg = load_config(config, options or None)
+    work_dir = _work_dir(task, quick)
     metrics_file = work_dir / 'metrics.json'
     if metrics_file.is_file() and not force and not quick:
         print(f'[{task}] cached: {metrics_file} (use --force to train again)')
@@ -109,7 +125,7 @@ def print_summary(config: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='attnkit demo', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--tasks', default='detection,segmentation,vqa,vqa-question-only',
+    parser.add_argument('--tasks', default='detection,segmentation,vqa-backbone,vqa,vqa-question-only',
                         help='comma-separated subset of: ' + ', '.join(DEMOS))
     parser.add_argument('--force', action='store_true', help='train again even when results exist')
     parser.add_argument('--pictures', type=int, default=3, help='how many validation images to draw')

@@ -125,3 +125,26 @@ def test_sharded_batches_match_one_process_and_pad_evenly():
     padded = [list(ShardedBatchSampler(9, 2, world_size=2, rank=r, seed=0)) for r in range(2)]
     assert [len(b) for b in padded[0]] == [len(b) for b in padded[1]] == [2, 2, 1]
     assert set(i for p in padded for b in p for i in b) == set(range(9))  # nothing dropped (one sample twice)
+
+
+def test_grouped_batches_keep_each_group_together_and_split_like_one_process():
+    from attnkit.engine.data import ShardedBatchSampler
+    groups = [7, 3, 7, 5, 3, 7, 9, 5, 1, 9, 3]  # e.g. the image id of each VQA question
+    one = ShardedBatchSampler(11, 4, seed=2, groups=groups)
+    one.set_epoch(0)
+    order = [i for b in one for i in b]
+    assert sorted(order) == list(range(11))
+    seen = [groups[i] for i in order]
+    runs = [k for j, k in enumerate(seen) if j == 0 or seen[j - 1] != k]
+    assert sorted(runs) == sorted(set(groups))  # each group is one contiguous run: shuffled as a whole
+    assert [order.index(i) for i in (0, 2, 5)] == sorted(order.index(i) for i in (0, 2, 5))  # order inside kept
+    orders = set()
+    for epoch in range(6):
+        one.set_epoch(epoch)
+        orders.add(tuple(i for b in one for i in b))
+    assert len(orders) > 1  # the group order changes with the epoch
+    ranks = [ShardedBatchSampler(11, 2, world_size=2, rank=r, seed=2, groups=groups) for r in range(2)]
+    one.set_epoch(0)
+    assert [a + b for a, b in zip(*(list(r) for r in ranks))][:2] == list(one)[:2]
+    with pytest.raises(ValueError, match='3 group keys for 11 samples'):
+        ShardedBatchSampler(11, 4, groups=[1, 2, 3])

@@ -96,8 +96,11 @@ def test_dataset_samples_targets_metainfo_and_test_split(tmp_path):
     assert s['answer_scores'][black] == 1.0 and s['answer_scores'].sum() == 1.0  # 'white' is not in the vocab
     s1 = ds[1]
     assert s1['answer_scores'][meta['answers'].index('2')] == 1.0  # two/2 merged: 8 annotators
+    batch = ds.collate([ds[2], ds[0], ds[1]])  # questions 12 (image 2), 10 and 11 (both image 1)
+    assert batch['images'].shape == (2, 3, 32, 32)  # one image per distinct image id
+    assert batch['image_index'].tolist() == [0, 1, 1]
+    assert torch.equal(batch['images'][1], ds[0]['image']) and torch.equal(batch['images'][0], ds[2]['image'])
     batch = ds.collate([ds[0], ds[1], ds[2]])
-    assert batch['images'].shape == (3, 3, 32, 32)
     assert batch['input_ids'].shape == batch['attention_mask'].shape == (3, 5)
     assert batch['attention_mask'].sum(1).tolist() == [5, 3, 4]
     assert batch['question_ids'] == [10, 11, 12] and batch['answer_scores'].shape == (3, 3)

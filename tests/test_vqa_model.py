@@ -156,3 +156,44 @@ def test_fpn_level_as_grid_with_attention_backbone(demo_vqa):
     with torch.no_grad():
         preds = model(val.collate([val[0], val[1]]))
     assert preds[0]['attention'].shape == (8, 8)  # FPN level 0 = stride 8 at 64 px
+
+
+def test_count_pool_grows_with_the_number_of_selected_tokens_where_softmax_pooling_cannot():
+    from attnkit.heads.vqa.mcan import AttFlat, CountPool
+    torch.manual_seed(0)
+    token = torch.randn(1, 1, 16)
+    one, two = token.expand(1, 1, 16), token.expand(1, 2, 16)  # one object / the same object twice
+    pool = CountPool(16, glimpses=2, out_dim=8)
+    bias = pool.merge.bias
+    assert torch.allclose(pool(two) - bias, 2 * (pool(one) - bias), atol=1e-5)
+    flat = AttFlat(16, 8, 1, 8, dropout=0.0)
+    assert torch.allclose(flat(one, None)[0], flat(two, None)[0], atol=1e-5)  # softmax: 1 and 2 look the same
+    head = build(HEADS, dict(TINY_MCAN, count_glimpses=3), num_answers=5, img_channels=24, q_channels=20).eval()
+    assert head.count is not None
+    out = head(torch.randn(2, 24, 3, 3), torch.randn(2, 4, 20), torch.ones(2, 4, dtype=torch.bool))
+    assert out['logits'].shape == (2, 5)
+
+
+def _tiny_vqa_model(**kwargs):
+    meta = {'answers': ['yes', 'no', '2'], 'tokenizer': {'type': 'word', 'max_len': 8},
+            'question_vocab': ['<pad>', '<unk>', 'how', 'many']}
+    cfg = dict(type='VQAModel', backbone=dict(type='ResNet', depth=18, base_channels=8, out_indices=(0, 2)),
+               question_encoder=dict(type='gru', embed_dim=8, hidden_dim=16), head=dict(TINY_MCAN), **kwargs)
+    return build_model(cfg, metainfo=meta)
+
+
+def test_concat_grid_fusion_and_one_backbone_pass_per_image():
+    torch.manual_seed(0)
+    model = _tiny_vqa_model(grid_fusion='concat').eval()
+    images = torch.randn(2, 3, 64, 64)
+    grid = model.image_grid(images)
+    assert grid.shape == (2, 8 + 32, 4, 4)  # layer1 (8 ch) pooled to layer3's 4x4, then layer3 (32 ch)
+    ids, mask = torch.tensor([[2, 3], [2, 3], [2, 0]]), torch.tensor([[1, 1], [1, 1], [1, 0]])
+    shared = model.forward_logits({'images': images, 'image_index': torch.tensor([0, 1, 0]), 'input_ids': ids,
+                                   'attention_mask': mask})['logits']
+    repeated = model.forward_logits({'images': images[[0, 1, 0]], 'input_ids': ids,
+                                     'attention_mask': mask})['logits']
+    assert torch.allclose(shared, repeated, atol=1e-5)
+    assert _tiny_vqa_model().image_grid(images).shape == (2, 32, 4, 4)  # 'last': layer3 only
+    with pytest.raises(Exception, match="grid_fusion must be 'last' or 'concat'"):
+        _tiny_vqa_model(grid_fusion='sum')

@@ -38,6 +38,8 @@ def test_demo_config_trains_saves_vocab_and_infers(tmp_path, demo_paths, config,
     paths = demo_paths
     opts = _options(paths, tmp_path / 'work')
     opts.update({k: v for k, v in TINY.items() if 'backbone' not in k or 'qonly' not in config})
+    if 'qonly' not in config:
+        opts['model.backbone.pretrained'] = None  # stage 1 is tested below
     cfg = load_config(config, opts)
     torch.manual_seed(0)
     trainer = Trainer(cfg)
@@ -53,3 +55,40 @@ def test_demo_config_trains_saves_vocab_and_infers(tmp_path, demo_paths, config,
                                         str(tmp_path / 'pics'), question='how many objects are there?')
     assert os.path.isfile(files[0])
     assert '  1. ' in capsys.readouterr().out
+
+
+def _stage1_options(paths, work_dir):
+    opts = {'work_dir': str(work_dir), 'schedule.max_iters': 2, 'schedule.warmup_iters': 1,
+            'data.train.batch_size': 4, 'runtime.tensorboard': False, 'train_cfg.eval_interval': 2,
+            'train_cfg.checkpoint_interval': 2, 'model.backbone.base_channels': 8, 'model.decode_head.channels': 32}
+    for split in ('train', 'val'):
+        opts[f'data.{split}.dataset.root'] = paths['voc_root']
+    return opts
+
+
+def test_two_stage_demo_recipe_loads_the_segmentation_backbone(tmp_path, demo_paths):
+    """Stage 1 (segmentation on the demo masks) writes model.safetensors; stage 2 (VQA) starts from its backbone."""
+    from safetensors.torch import load_file
+
+    stage1 = load_config('configs/demo/fcn_r18_shapes_vqa-backbone.py', _stage1_options(demo_paths, tmp_path / 's1'))
+    torch.manual_seed(0)
+    Trainer(stage1).train()
+    weights = tmp_path / 's1' / 'model.safetensors'
+    seg = load_file(str(weights))
+    opts = _options(demo_paths, tmp_path / 's2')
+    opts.update(TINY)
+    opts['model.backbone.pretrained'] = str(weights)
+    trainer = Trainer(load_config('configs/demo/mcan_r18_gru_shapes.py', opts))
+    backbone = trainer.model.backbone if hasattr(trainer.model, 'backbone') else trainer.model.module.backbone
+    for name, value in backbone.state_dict().items():
+        assert torch.equal(value.cpu(), seg['backbone.' + name]), name  # every backbone tensor comes from stage 1
+    assert trainer.sampler.members is not None  # group_by='image': questions of one image batched together
+    metrics = trainer.train()
+    assert 0.0 <= metrics['accuracy'] <= 1.0
+
+
+def test_stage2_without_stage1_says_what_to_run(tmp_path, demo_paths):
+    opts = _options(demo_paths, tmp_path / 's2')
+    opts['model.backbone.pretrained'] = str(tmp_path / 'missing' / 'model.safetensors')
+    with pytest.raises(Exception, match='missing/model.safetensors'):
+        Trainer(load_config('configs/demo/mcan_r18_gru_shapes.py', opts))

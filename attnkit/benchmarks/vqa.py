@@ -1,6 +1,6 @@
 """VQA benchmarks: ``python tools/benchmark.py vqa {quality,speed} [options]``.
 
-* ``quality``: trains the demo VQA model and the question-only baseline on the shapes demo data with the
+* ``quality``: trains the demo backbone (stage 1), the demo VQA model and the question-only baseline on the shapes demo data with the
   Trainer (their configs as they are), evaluates both on the demo val split, and prints accuracy side by
   side with wall time and the machine load (``uptime``) before and after.
 * ``speed``: training throughput (questions/s: forward, backward, optimizer step) of the demo model at its
@@ -21,6 +21,7 @@ __all__ = ['main']
 
 DEMO_CONFIG = 'configs/demo/mcan_r18_gru_shapes.py'
 QONLY_CONFIG = 'configs/demo/qonly_gru_shapes.py'
+BACKBONE_CONFIG = 'configs/demo/fcn_r18_shapes_vqa-backbone.py'
 MCAN_R50_CONFIG = 'configs/vqa/mcan_r50_gru_vqav2.py'
 
 
@@ -60,9 +61,16 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
 
     generate_demo_data('data/demo')  # where the demo configs read it (reused when already there)
     out: dict[str, Any] = {'uptime_before': _uptime(), 'threads': torch.get_num_threads()}
-    for key, config in (('image', args.config), ('question_only', args.qonly_config)):
-        out[key] = _train_and_eval(config, os.path.join(args.work_dir, key), {})
+    image_options: dict[str, Any] = {}
+    if args.backbone_config:  # stage 1: the backbone pre-training the demo config starts from
+        work_dir = os.path.join(args.work_dir, 'backbone')
+        out['backbone'] = _train_and_eval(args.backbone_config, work_dir, {})
+        out['uptime_after_backbone'] = _uptime()
+        image_options['model.backbone.pretrained'] = os.path.join(work_dir, 'model.safetensors')
+    for key, config, options in (('image', args.config, image_options), ('question_only', args.qonly_config, {})):
+        out[key] = _train_and_eval(config, os.path.join(args.work_dir, key), options)
         out[f'uptime_after_{key}'] = _uptime()
+    out['image_total_wall_s'] = round(out['image']['wall_s'] + out.get('backbone', {}).get('wall_s', 0.0), 1)
     out['gap_points'] = round(100 * (out['image']['accuracy'] - out['question_only']['accuracy']), 2)
     return out
 
@@ -115,6 +123,8 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     demo_meta = {'answers': [str(i) for i in range(16)], 'tokenizer': {'type': 'word', 'max_len': 14},
                  'question_vocab': ['<pad>', '<unk>'] + [f'w{i}' for i in range(40)]}
     size = int(demo.get('img_size', 128))
+    if demo.model.get('backbone'):
+        demo.model.backbone.pretrained = None  # speed only: random weights
     out['demo'] = _throughput(demo.model.to_dict(), demo_meta, args.demo_batch, size, args.iters, 2, args.bf16)
     r50 = load_config(MCAN_R50_CONFIG).model.to_dict()
     r50['backbone']['pretrained'] = None  # random weights: speed only, nothing to download
@@ -133,6 +143,8 @@ def main(argv: list[str]) -> int:
     q = sub.add_parser('quality', help='demo model vs question-only model on the demo val split')
     q.add_argument('--config', default=DEMO_CONFIG)
     q.add_argument('--qonly-config', default=QONLY_CONFIG)
+    q.add_argument('--backbone-config', default=BACKBONE_CONFIG,
+                   help="stage 1 (backbone pre-training) run first and loaded by --config; '' to skip")
     q.add_argument('--work-dir', default='work_dirs/bench_vqa')
     s = sub.add_parser('speed', help='training throughput (questions/s)')
     s.add_argument('--config', default=DEMO_CONFIG)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
+from typing import Any, Hashable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,22 +27,37 @@ class ShardedBatchSampler(Sampler[list[int]]):
         seed: base seed of the order; ``set_epoch(e)`` selects the epoch.
         shuffle: random order (else 0..length-1).
         drop_last: drop the last incomplete global batch.
+        groups: optional group key per sample (e.g. the image id of each VQA question). Then the *groups*
+            are shuffled and each group's samples stay next to each other, so a batch holds whole groups
+            (a group may straddle two batches) and the model can run its backbone once per image.
     """
 
     def __init__(self, length: int, batch_size: int, world_size: int = 1, rank: int = 0, seed: int = 0,
-                 shuffle: bool = True, drop_last: bool = False) -> None:
+                 shuffle: bool = True, drop_last: bool = False, groups: Sequence[Hashable] | None = None) -> None:
         if length <= 0:
             raise ValueError('The training dataset is empty.')
+        if groups is not None and len(groups) != length:
+            raise ValueError(f'ShardedBatchSampler: {len(groups)} group keys for {length} samples.')
         self.length, self.batch_size, self.world_size, self.rank = length, batch_size, world_size, rank
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.members: list[list[int]] | None = None
+        if groups is not None:
+            by_key: dict[Hashable, list[int]] = {}
+            for i, key in enumerate(groups):
+                by_key.setdefault(key, []).append(i)
+            self.members = list(by_key.values())
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _global_batches(self) -> list[list[int]]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        if self.members is not None:
+            perm = torch.randperm(len(self.members), generator=g).tolist() if self.shuffle else \
+                range(len(self.members))
+            order = [i for k in perm for i in self.members[k]]
+        elif self.shuffle:
             order = torch.randperm(self.length, generator=g).tolist()
         else:
             order = list(range(self.length))

@@ -113,7 +113,8 @@ class Trainer:
         self.sampler = ShardedBatchSampler(len(self.train_dataset), self.batch_size, acc.num_processes,
                                            acc.process_index, seed=self.seed,
                                            shuffle=bool(data['train'].get('shuffle', True)),
-                                           drop_last=bool(data['train'].get('drop_last', False)))
+                                           drop_last=bool(data['train'].get('drop_last', False)),
+                                           groups=self._batch_groups(data['train']))
         self.batches_per_epoch = len(self.sampler)
         self.iters_per_epoch = math.ceil(self.batches_per_epoch / self.accum)
         self.max_iters = total_iters(self.schedule, self.iters_per_epoch)
@@ -178,6 +179,17 @@ class Trainer:
             self.cfg.dump(os.path.join(self.work_dir, 'config.py'))
         except Exception as exc:  # a config built in code without a file may not dump
             warnings.warn(f'Could not save the config to {self.work_dir}/config.py: {exc}')
+
+    def _batch_groups(self, train_cfg: Mapping[str, Any]) -> list | None:
+        """Group keys for the sampler from ``data.train.group_by`` (e.g. ``'image'``), or None."""
+        by = train_cfg.get('group_by')
+        if not by:
+            return None
+        keys_of = getattr(self.train_dataset, 'group_keys', None)
+        if keys_of is None:
+            raise ConfigError(f"data.train.group_by={by!r}: {type(self.train_dataset).__name__} cannot group its "
+                              'samples (it has no group_keys()); remove group_by.')
+        return keys_of(by)
 
     def _eval_parts(self, split: str) -> tuple[Any, Any, dict[str, Any]]:
         """(dataset, evaluator, loader cfg) of ``data.<split>`` (``test`` falls back to ``val``)."""

@@ -16,7 +16,7 @@ from torch import nn
 from ...registry import HEADS
 from .common import grid_tokens, sine_positions
 
-__all__ = ['MCANHead', 'MultiHeadAttention', 'AttFlat']
+__all__ = ['MCANHead', 'MultiHeadAttention', 'AttFlat', 'CountPool']
 
 
 class MultiHeadAttention(nn.Module):
@@ -98,6 +98,26 @@ class AttFlat(nn.Module):
         return self.merge(pooled), weights.mean(-1)
 
 
+class CountPool(nn.Module):
+    """Sigmoid-gated *sum* pooling: (N, L, D) tokens -> (N, out_dim).
+
+    Softmax pooling (:class:`AttFlat`) normalises its weights, so two circles and one circle pool to the same
+    vector; here each of ``glimpses`` gates scores every token in (0, 1) independently and the gated tokens
+    are summed (divided by ``norm``, a typical count), so the result grows with the number of selected
+    tokens and "how many" questions can be answered from it.
+    """
+
+    def __init__(self, dim: int, glimpses: int, out_dim: int, norm: float = 4.0) -> None:
+        super().__init__()
+        self.gate = nn.Linear(dim, glimpses)
+        self.merge = nn.Linear(dim * glimpses, out_dim)
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gates = torch.sigmoid(self.gate(x))  # (N, L, G)
+        return self.merge(torch.einsum('nlg,nld->ngd', gates, x).flatten(1) / self.norm)
+
+
 @HEADS.register_module('mcan')
 class MCANHead(nn.Module):
     """MCAN fusion head over question tokens and an image grid.
@@ -111,6 +131,8 @@ class MCANHead(nn.Module):
         flat_hidden, glimpses, out_dim: AttFlat sizes.
         dropout: dropout everywhere.
         pos_embed: add fixed 2-D sine positions to the grid tokens (grid cells have no order otherwise).
+        count_glimpses: >0 adds :class:`CountPool` over the grid tokens with this many gates (its output is
+            summed with the two AttFlat vectors) — softmax pooling alone cannot count; 0 = plain MCAN.
 
     Forward:
         img: (N, C, H, W) or ``None``; q: (N, L, Dq); q_mask: (N, L) bool (true = token).
@@ -119,7 +141,7 @@ class MCANHead(nn.Module):
 
     def __init__(self, num_answers: int, img_channels: int | None, q_channels: int, dim: int = 512, heads: int = 8,
                  ffn: int = 2048, depth: int = 6, flat_hidden: int = 512, glimpses: int = 1, out_dim: int = 1024,
-                 dropout: float = 0.1, pos_embed: bool = True) -> None:
+                 dropout: float = 0.1, pos_embed: bool = True, count_glimpses: int = 0) -> None:
         super().__init__()
         self.q_proj = nn.Linear(q_channels, dim) if q_channels != dim else nn.Identity()
         self.encoder = nn.ModuleList(_SA(dim, heads, ffn, dropout) for _ in range(depth))
@@ -129,6 +151,7 @@ class MCANHead(nn.Module):
             self.img_proj = nn.Sequential(nn.Linear(img_channels, dim), nn.LayerNorm(dim))
             self.decoder = nn.ModuleList(_SGA(dim, heads, ffn, dropout) for _ in range(depth))
             self.img_flat = AttFlat(dim, flat_hidden, glimpses, out_dim, dropout)
+            self.count = CountPool(dim, count_glimpses, out_dim) if count_glimpses > 0 else None
         self.pos_embed = pos_embed
         self.norm = nn.LayerNorm(out_dim)
         self.classifier = nn.Linear(out_dim, num_answers)
@@ -152,5 +175,7 @@ class MCANHead(nn.Module):
                 y = layer(y, x, mask)
             img_vec, weights = self.img_flat(y, None)
             fused = fused + img_vec
+            if self.count is not None:
+                fused = fused + self.count(y)
             attention = weights.view(-1, h, w)
         return {'logits': self.classifier(self.norm(fused)), 'attention': attention}

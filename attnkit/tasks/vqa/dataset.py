@@ -202,6 +202,13 @@ class VQAv2Dataset(Dataset):
                               f'subtype={self.subtype!r}, image_id={image_id}: {exc}') from exc
         return os.path.join(self.img_dir, name)
 
+    def group_keys(self, by: str) -> list[int]:
+        """Per-question group keys for batching (``data.train.group_by``): ``'image'`` -> the image ids, so a
+        batch holds all questions of its images and the backbone runs once per image."""
+        if by != 'image':
+            raise ConfigError(f"VQAv2Dataset can group questions by 'image' only, got group_by={by!r}.")
+        return [r['image_id'] for r in self.records]
+
     def get_ground_truth(self, question_id: int) -> tuple[list[str], str] | None:
         """``(human answers, answer_type)`` of a question, ``None`` without annotations or for an unknown id."""
         if not hasattr(self, '_by_qid'):
@@ -241,8 +248,22 @@ class VQAv2Dataset(Dataset):
 
     def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """The standard batch plus ``questions`` (list), ``question_ids`` (list), ``input_ids`` and
-        ``attention_mask`` (N, L) long, ``answer_scores`` (N, A) when annotated."""
-        batch = collate(samples)
+        ``attention_mask`` (N, L) long, ``answer_scores`` (N, A) when annotated.
+
+        Questions about the same image share one image: ``images`` is (M, 3, H, W) with the M distinct
+        images (the first sample's view of each) and ``image_index`` (N,) long maps each question to its
+        image, so the model runs the backbone M times, not N.
+        """
+        first: dict[int, int] = {}  # image id -> position of its first question (insertion-ordered)
+        for i, s in enumerate(samples):
+            first.setdefault(s['meta']['image_id'], i)
+        slot = {image_id: k for k, image_id in enumerate(first)}
+        images = collate([{'image': samples[i]['image']} for i in first.values()])['images']
+        batch = collate([{k: v for k, v in s.items() if k != 'image'} for s in samples])
+        batch['images'] = images
+        batch['image_index'] = torch.tensor([slot[s['meta']['image_id']] for s in samples], dtype=torch.long)
+        for meta in batch['metas']:
+            meta['pad_size'] = tuple(images.shape[-2:])
         batch['questions'] = batch.pop('question')
         batch['question_ids'] = batch.pop('question_id')
         batch.update(self.tokenizer(batch['questions']))

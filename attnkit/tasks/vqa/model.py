@@ -34,6 +34,9 @@ class VQAModel(nn.Module):
             learning-rate multiplier with ``optim.lr_mult = {'backbone': 0.1}``.
         neck: optional neck (e.g. FPN); its output ``neck_level`` is the grid.
         neck_level: which neck output is the grid.
+        grid_fusion: ``'last'`` (default): the grid is the last backbone output; ``'concat'``: every backbone
+            output (``out_indices``) is average-pooled to the last one's size and concatenated along channels
+            (a hypercolumn: e.g. layer1's colour/edge detail next to layer3's shape features). Without a neck.
         use_image: ``False`` builds the question-only baseline (no backbone at all).
         loss_reduction: ``'num_answers'`` (BCE mean x A, the literature's scaling) or ``'mean'``.
         loss_weight: multiplies the loss.
@@ -47,7 +50,8 @@ class VQAModel(nn.Module):
 
     def __init__(self, question_encoder: Mapping[str, Any], head: Mapping[str, Any],
                  backbone: Mapping[str, Any] | None = None, neck: Mapping[str, Any] | None = None,
-                 neck_level: int = -1, use_image: bool = True, loss_reduction: str = 'num_answers',
+                 neck_level: int = -1, grid_fusion: str = 'last', use_image: bool = True,
+                 loss_reduction: str = 'num_answers',
                  loss_weight: float = 1.0, topk: int = 5, metainfo: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         if not metainfo or not metainfo.get('answers'):
@@ -55,6 +59,10 @@ class VQAModel(nn.Module):
                               'dataset or the checkpoint.')
         if loss_reduction not in ('num_answers', 'mean'):
             raise ConfigError(f"VQAModel loss_reduction must be 'num_answers' or 'mean', got {loss_reduction!r}.")
+        if grid_fusion not in ('last', 'concat') or (grid_fusion == 'concat' and neck is not None):
+            raise ConfigError(f"VQAModel grid_fusion must be 'last' or 'concat' (the latter without a neck), got "
+                              f'{grid_fusion!r}' + (' with a neck.' if neck is not None else '.'))
+        self.grid_fusion = grid_fusion
         self.metainfo = dict(metainfo)
         self.answers = list(metainfo['answers'])
         self.use_image = use_image
@@ -70,6 +78,8 @@ class VQAModel(nn.Module):
                 raise ConfigError('VQAModel with use_image=True needs a backbone config.')
             self.backbone = build_backbone(backbone)
             img_channels = self.backbone.out_channels[-1]
+            if grid_fusion == 'concat':
+                img_channels = sum(self.backbone.out_channels)
             if neck is not None:
                 self.neck = build_neck(neck, in_channels=list(self.backbone.out_channels))
                 out = self.neck.out_channels
@@ -83,6 +93,9 @@ class VQAModel(nn.Module):
         if self.neck is not None:
             feats = self.neck(feats)
             return feats[self.neck_level]
+        if self.grid_fusion == 'concat':
+            size = feats[-1].shape[-2:]
+            return torch.cat([F.adaptive_avg_pool2d(f, size) for f in feats], dim=1)
         return feats[-1]
 
     def forward_logits(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor | None]:
@@ -92,7 +105,11 @@ class VQAModel(nn.Module):
                 raise DataError(f"VQAModel: the batch has no {key!r}; use the VQA dataset's collate (it tokenises).")
         mask = batch['attention_mask'].bool()
         q = self.question_encoder(batch['input_ids'], mask)
-        grid = self.image_grid(batch['images']) if self.use_image else None
+        grid = None
+        if self.use_image:
+            grid = self.image_grid(batch['images'])  # (M, C, h, w): one per distinct image
+            if batch.get('image_index') is not None:
+                grid = grid[batch['image_index'].to(grid.device)]  # (N, C, h, w): one per question
         out = self.head(grid, q, mask)
         return {'logits': out['logits'].float(), 'attention': out['attention']}
 
