@@ -1,8 +1,8 @@
 """VQA benchmarks: ``python tools/benchmark.py vqa {quality,speed} [options]``.
 
 * ``quality``: trains the demo backbone (stage 1), the demo VQA model and the question-only baseline on the
-  shapes demo data with the Trainer (their configs as they are), evaluates both on the demo val split, and prints accuracy side by
-  side with wall time and the machine load (``uptime``) before and after.
+  shapes demo data with the Trainer (their configs as they are), evaluates both on the demo val split, and
+  prints accuracy side by side with wall time and the machine load (``uptime``) before and after.
 * ``speed``: training throughput (questions/s: forward, backward, optimizer step) of the demo model at its
   demo size and of ``mcan_r50`` at 448x448 (random data; no pretrained weights needed).
 """
