@@ -14,8 +14,8 @@ vqa baseline   configs/demo/qonly_gru_shapes.py        (question only, for compa
 =============  ======================================  ==================================
 
 ``--quick`` trains each model for 20 iterations only (a set-up check in a few minutes, into
-``work_dirs/demo-quick/``; the figures mean nothing). Everything goes under ``work_dirs/demo/<config name>/`` (checkpoints, ``log.jsonl``, ``metrics.json``,
-``pictures/``). A task whose ``metrics.json`` exists is not trained again unless ``--force``.
+``work_dirs/demo-quick/``; the figures mean nothing). Everything goes under ``work_dirs/demo/<config name>/``
+(checkpoints, ``log.jsonl``, ``metrics.json``, ``pictures/``). A task whose ``metrics.json`` exists is not trained again unless ``--force``.
 """
 from __future__ import annotations
 

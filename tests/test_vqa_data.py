@@ -207,3 +207,24 @@ def test_bad_input(tmp_path):
     (tmp_path / 'bad.json').write_text(json.dumps({'annotations': [{'question_id': 10, 'answers': 'yes'}]}))
     with pytest.raises(DataError, match=r"bad\.json.*record 0"):
         _dataset(qf, str(tmp_path / 'bad.json'), img_dir)
+
+
+def test_batch_fetch_reads_each_image_once(tmp_path, monkeypatch):
+    """The DataLoader's batch fetch (``__getitems__``) reads an image once for all its questions in the batch."""
+    import attnkit.tasks.vqa.dataset as vqa_dataset
+
+    qf, af, img_dir = _write_split(tmp_path / 'train', QUESTIONS, ANNOTATIONS)
+    ds = _dataset(qf, af, img_dir)
+    reads = []
+    real_read = vqa_dataset.read_image
+    monkeypatch.setattr(vqa_dataset, 'read_image', lambda path, **kw: reads.append(path) or real_read(path, **kw))
+    samples = ds.__getitems__([0, 1, 2])  # questions 10 and 11 ask about image 1, 12 about image 2
+    assert len(reads) == 2
+    one_by_one = [ds[i] for i in range(3)]
+    for a, b in zip(samples, one_by_one):
+        assert torch.equal(a['image'], b['image']) and a['meta'] == b['meta'] and a['question'] == b['question']
+        assert torch.equal(a['answer_scores'], b['answer_scores'])
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=ds.collate)
+    reads.clear()
+    batch = next(iter(loader))
+    assert len(reads) == 2 and batch['images'].shape[0] == 2 and batch['image_index'].tolist() == [0, 0, 1]

@@ -1,9 +1,6 @@
 # DANet on a quarter-width dilated ResNet-18 (output stride 8), trained from scratch on the "shapes" demo data
 # (`attnkit data demo` writes data/demo; 128x128 images, 1000 train / 200 val). About 10 minutes on 2 CPU cores.
-_base_ = ['../_base_/default_runtime.py']
-task = 'segmentation'
-data_root = 'data/demo/voc'
-metainfo = dict(classes=['background', 'circle', 'square', 'triangle', 'star'])
+_base_ = ['../_base_/default_runtime.py', '../_base_/datasets/shapes_voc_seg.py']
 model = dict(
     type='Segmentor',
     backbone=dict(type='ResNet', depth=18, base_channels=16, out_indices=(0, 1, 2, 3), output_stride=8),
@@ -20,16 +17,7 @@ train_pipeline = [
     dict(type='PadIfNeeded', min_height=128, min_width=128, position='top_left', border_mode=0, fill=0,
          fill_mask=255),
 ]
-data = dict(
-    train=dict(dataset=dict(type='VOCSegmentation', root=data_root, split_file='ImageSets/Segmentation/train.txt',
-                            pipeline=train_pipeline, metainfo=metainfo),
-               batch_size=8, num_workers=0),
-    val=dict(dataset=dict(type='VOCSegmentation', root=data_root, split_file='ImageSets/Segmentation/val.txt',
-                          pipeline=[], metainfo=metainfo),
-             batch_size=16, num_workers=0),
-    test=None,
-)
-evaluator = dict(type='IoUMetric')
+data = dict(train=dict(dataset=dict(pipeline=train_pipeline)))
 runtime = dict(mixed_precision='no', log_interval=25)
 optim = dict(optimizer=dict(_delete_=True, type='AdamW', lr=0.003, weight_decay=1e-4))
 schedule = dict(by_epoch=False, max_epochs=None, max_iters=1200, warmup_iters=50, warmup_ratio=0.01, policy='poly',

@@ -79,10 +79,9 @@ class Detector(nn.Module):
         Raises:
             CheckpointError: unreadable file, or no tensor in common.
         """
-        from ...backbones.pretrained import read_state_dict
+        from ...backbones.pretrained import read_state_dict, strip_prefixes
         from ...errors import CheckpointError
-        sd = read_state_dict(path)
-        sd = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
+        sd = strip_prefixes(read_state_dict(path), ('module.',))  # a whole detector: keep 'backbone.' names
         own = self.state_dict()
         loaded = [k for k, v in sd.items() if k in own and own[k].shape == v.shape]
         skipped = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]

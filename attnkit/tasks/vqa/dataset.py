@@ -218,26 +218,41 @@ class VQAv2Dataset(Dataset):
             return None
         return rec['answers'], rec['answer_type']
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rec = self.records[index]
+    def _load(self, rec: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Read and transform the image of ``rec``: the (3, H, W) image and its meta (without the question id)."""
         path = self.image_path(rec['image_id'])
         image = read_image(path, record=f"question_id {rec['question_id']} in {self.questions_file}")
         out = self.pipeline(image)
         h0, w0 = image.shape[:2]
         h, w = out['img_size']
-        sample = {
-            'image': out['image'],
-            'meta': {'id': rec['question_id'], 'image_id': rec['image_id'], 'file': path, 'ori_size': (h0, w0),
-                     'img_size': (h, w), 'scale_factor': (w / w0, h / h0)},
-            'question': rec['question'],
-            'question_id': rec['question_id'],
-        }
+        return out['image'], {'image_id': rec['image_id'], 'file': path, 'ori_size': (h0, w0), 'img_size': (h, w),
+                              'scale_factor': (w / w0, h / h0)}
+
+    def _sample(self, rec: dict[str, Any], image: torch.Tensor, meta: dict[str, Any]) -> dict[str, Any]:
+        sample = {'image': image, 'meta': {'id': rec['question_id'], **meta}, 'question': rec['question'],
+                  'question_id': rec['question_id']}
         if 'scores' in rec:
             target = torch.zeros(len(self.answer_to_index), dtype=torch.float32)
             for idx, score in rec['scores'].items():
                 target[idx] = score
             sample['answer_scores'] = target
         return sample
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rec = self.records[index]
+        return self._sample(rec, *self._load(rec))
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """A batch of samples (the DataLoader calls this instead of ``__getitem__`` per index): each distinct
+        image is read and transformed once and shared by all of its questions in the batch."""
+        loaded: dict[int, tuple[torch.Tensor, dict[str, Any]]] = {}
+        samples = []
+        for index in indices:
+            rec = self.records[index]
+            if rec['image_id'] not in loaded:
+                loaded[rec['image_id']] = self._load(rec)
+            samples.append(self._sample(rec, *loaded[rec['image_id']]))
+        return samples
 
     @property
     def tokenizer(self):
@@ -251,8 +266,8 @@ class VQAv2Dataset(Dataset):
         ``attention_mask`` (N, L) long, ``answer_scores`` (N, A) when annotated.
 
         Questions about the same image share one image: ``images`` is (M, 3, H, W) with the M distinct
-        images (the first sample's view of each) and ``image_index`` (N,) long maps each question to its
-        image, so the model runs the backbone M times, not N.
+        images (the first sample's view of each; ``__getitems__`` reads each image once per batch anyway) and
+        ``image_index`` (N,) long maps each question to its image, so the model runs the backbone M times, not N.
         """
         first: dict[int, int] = {}  # image id -> position of its first question (insertion-ordered)
         for i, s in enumerate(samples):
