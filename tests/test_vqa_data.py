@@ -228,3 +228,42 @@ def test_batch_fetch_reads_each_image_once(tmp_path, monkeypatch):
     reads.clear()
     batch = next(iter(loader))
     assert len(reads) == 2 and batch['images'].shape[0] == 2 and batch['image_index'].tolist() == [0, 0, 1]
+
+
+def test_swap_words_keeps_case_and_whole_words():
+    from attnkit.tasks.vqa.dataset import swap_words
+    lr = {'left': 'right', 'right': 'left'}
+    assert swap_words('Is the cat left of the dog, right?', lr) == 'Is the cat right of the dog, left?'
+    assert swap_words('Left or right', lr) == 'Right or left'
+    assert swap_words('leftover rights stay', lr) == 'leftover rights stay'
+    assert swap_words('anything', {}) == 'anything'
+
+
+def test_question_aware_flip_mirrors_image_question_and_answer(tmp_path):
+    questions = [{'image_id': 1, 'question': 'Which side is the cat on?', 'question_id': 20},
+                 {'image_id': 1, 'question': 'Is the cat left of the dog?', 'question_id': 21},
+                 {'image_id': 2, 'question': 'Which side is the dog on?', 'question_id': 22},
+                 {'image_id': 2, 'question': 'Where is the bird?', 'question_id': 23}]
+    annotations = [_ann(20, ['left'] * 8 + ['left side'] * 2), _ann(21, ['yes'] * 10, atype='yes/no'),
+                   _ann(22, ['right'] * 10), _ann(23, ['left side'] * 10)]
+    qf, af, img_dir = _write_split(tmp_path / 'train', questions, annotations)
+    plain = _dataset(qf, af, img_dir)
+    with pytest.warns(UserWarning, match='swapped by the question-aware flip'):
+        flipped = _dataset(qf, af, img_dir, flip_prob=1.0)
+    # "left side" is an answer of the split, "right side" is not: 2 + 10 flipped answers get no target
+    assert flipped.stats['flipped_answers_outside_vocab'] == 12
+    index = flipped.answer_to_index
+    for i in range(4):
+        a, b = plain[i], flipped[i]
+        assert torch.equal(b['image'], a['image'].flip(-1)) and b['meta']['flipped'] and not a['meta']['flipped']
+    side, rel = flipped[0], flipped[1]
+    assert rel['question'] == 'Is the cat right of the dog?'
+    assert rel['answer_scores'][index['yes']] == 1.0  # yes/no answers keep their truth
+    assert side['question'] == 'Which side is the cat on?'
+    assert side['answer_scores'][index['right']] == 1.0 and side['answer_scores'][index['left']] == 0.0
+    assert side['answer_scores'][index['left side']] == 0.0 and side['answer_scores'].sum() == 1.0
+    assert flipped[3]['answer_scores'].sum() == 0.0 and plain[3]['answer_scores'][index['left side']] == 1.0
+    batch = flipped.collate(flipped.__getitems__([0, 1, 2]))
+    assert batch['questions'][1] == 'Is the cat right of the dog?'
+    with pytest.raises(ConfigError, match='flip_prob'):
+        _dataset(qf, af, img_dir, flip_prob=1.5)

@@ -42,6 +42,21 @@ def test_heads_on_random_grids(head_cfg):
     assert out['logits'].shape == (2, 7) and out['attention'] is None
 
 
+@pytest.mark.parametrize('head_cfg', [dict(TINY_MCAN, depth=2), TINY_SAN])
+def test_heads_share_per_image_work_through_image_index(head_cfg):
+    """image_index (questions -> distinct images) gives the same answers as one grid copy per question."""
+    torch.manual_seed(0)
+    head = build(HEADS, head_cfg, num_answers=7, img_channels=24, q_channels=20).eval()
+    grids = torch.randn(2, 24, 4, 4)
+    index = torch.tensor([1, 0, 1, 1, 0])
+    q, mask = torch.randn(5, 6, 20), torch.ones(5, 6, dtype=torch.bool)
+    shared = head(grids, q, mask, image_index=index)
+    copied = head(grids[index], q, mask)
+    assert torch.allclose(shared['logits'], copied['logits'], atol=1e-5)
+    assert torch.allclose(shared['attention'], copied['attention'], atol=1e-6)
+    assert shared['logits'].shape == (5, 7) and shared['attention'].shape == (5, 4, 4)
+
+
 def test_mcan_position_embedding_makes_grid_order_matter():
     """Without positions the MCAN head is blind to where a cell is (permuting the grid changes nothing);
     with ``pos_embed`` the same permutation changes the answer logits (left/right becomes learnable)."""

@@ -18,6 +18,7 @@ of the arguments: the same seed gives byte-identical files.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -34,7 +35,7 @@ from .demo_vqa import ANSWER_TYPE, QUESTION_TYPE, QuestionSampler, make_answers
 
 __all__ = ['generate_demo_data', 'demo_paths', 'main', 'CLASSES', 'COLOURS', 'GENERATOR_VERSION']
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: 8-12 VQA questions per image (1: 3-5)
 DEFAULT_NUM_TRAIN = 1000
 DEFAULT_NUM_VAL = 200
 _MIN_VISIBLE_PIXELS = 6
@@ -120,13 +121,28 @@ def _write_split(paths: dict[str, str], split: str, ids: list[int], seed: int, s
     return counts, ann_id
 
 
+_GENERATOR_MODULES = ('demo.py', 'demo_scene.py', 'demo_vqa.py', 'demo_formats.py', 'palette.py')
+
+
+def generator_fingerprint() -> str:
+    """sha256 (16 hex digits) of the generator's source files: a data set written by other code is rewritten,
+    even when nobody remembered to bump ``GENERATOR_VERSION``."""
+    digest = hashlib.sha256()
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in _GENERATOR_MODULES:
+        with open(os.path.join(here, name), 'rb') as f:
+            digest.update(name.encode() + b'\0' + f.read())
+    return digest.hexdigest()[:16]
+
+
 def _matches(meta_path: str, args: dict) -> bool:
     try:
         with open(meta_path, encoding='utf-8') as f:
             meta = json.load(f)
     except (OSError, ValueError):
         return False
-    return meta.get('generator_version') == GENERATOR_VERSION and meta.get('args') == args
+    return (meta.get('generator_version') == GENERATOR_VERSION and meta.get('args') == args
+            and meta.get('generator_fingerprint') == generator_fingerprint())
 
 
 def generate_demo_data(out_dir: str | os.PathLike = 'data/demo', num_train: int = DEFAULT_NUM_TRAIN,
@@ -140,7 +156,8 @@ def generate_demo_data(out_dir: str | os.PathLike = 'data/demo', num_train: int 
         num_val: validation images (ids num_train+1..num_train+num_val).
         size: image side in pixels (images are size x size RGB, JPEG quality 95).
         seed: random seed; the same arguments give byte-identical files.
-        force: regenerate even when ``out_dir/meta.json`` records the same arguments.
+        force: regenerate even when ``out_dir/meta.json`` records the same arguments and generator (version and
+            source fingerprint); without it, a data set from other arguments or other generator code is rewritten.
 
     Returns:
         Paths: ``root``, ``meta``, ``voc_root``, ``img_dir``, ``ann_dir``, ``seg_dir``, ``coco_root``,
@@ -177,7 +194,8 @@ def generate_demo_data(out_dir: str | os.PathLike = 'data/demo', num_train: int 
         train_counts, next_ann = _write_split(tmp, 'train', list(range(1, num_train + 1)), seed, size, 1)
         val_counts, _ = _write_split(tmp, 'val', list(range(num_train + 1, num_train + num_val + 1)), seed,
                                      size, next_ann)
-        meta = {'generator': 'attnkit.data.demo', 'generator_version': GENERATOR_VERSION, 'args': args,
+        meta = {'generator': 'attnkit.data.demo', 'generator_version': GENERATOR_VERSION,
+                'generator_fingerprint': generator_fingerprint(), 'args': args,
                 'classes': list(CLASSES), 'colours': list(COLOURS),
                 'category_ids': {c: i + 1 for i, c in enumerate(CLASSES)},
                 'image_ids': {'train': [1, num_train], 'val': [num_train + 1, num_train + num_val]},

@@ -1,6 +1,7 @@
 """Questions and ten human-like answers about a shapes scene, in the VQA v2 schema.
 
-Question kinds (3-5 per image, distinct kinds): ``color`` ("what color is the triangle?", only when exactly one
+Question kinds (8-12 questions per image, as in CLEVR rather than VQA v2's ~5, spread over the kinds the image
+allows): ``color`` ("what color is the triangle?", only when exactly one
 triangle), ``shape`` ("what shape is the red object?", only when red is unique), ``count_shape`` ("how many
 circles are there?", 0-4), ``count_all`` ("how many objects are there?", 1-4), ``exists`` ("is there a blue
 square?"), ``rel_yesno`` ("is the circle left of the square?") and ``rel_what`` ("what shape is left of the
@@ -91,32 +92,49 @@ def _candidates(objs: list[DemoObject], rng: np.random.Generator) -> dict[str, l
 
 
 class QuestionSampler:
-    """Chooses 3-5 questions per image, balancing answers per kind over all images of a split."""
+    """Chooses ``min_questions``-``max_questions`` questions per image, balancing answers per kind over all images
+    of a split.
 
-    def __init__(self) -> None:
+    Questions are picked in rounds: each round asks one new question of every kind the image still allows (the
+    kinds asked least so far first), until the image's quota is reached or its questions run out. Many questions
+    per image give the model more supervision per image it has to look at (training batches hold all questions
+    of an image, so the backbone runs once for all of them).
+    """
+
+    def __init__(self, min_questions: int = 8, max_questions: int = 12) -> None:
+        if not 1 <= min_questions <= max_questions:
+            raise ValueError(f'need 1 <= min_questions <= max_questions, got {min_questions}, {max_questions}')
+        self.min_questions, self.max_questions = min_questions, max_questions
         self.counts: dict[str, Counter] = defaultdict(Counter)
         self.kind_counts: Counter = Counter()
 
+    def _pick(self, kind: str, options: list[tuple[str, str]], rng: np.random.Generator) -> tuple[str, str]:
+        """The option whose answer this kind has given least (yes/no kinds: the rarer answer when possible)."""
+        if kind in ('exists', 'rel_yesno'):
+            want = min(('yes', 'no'), key=lambda a: (self.counts[kind][a], rng.random()))
+            pool = [q for q in options if q[1] == want] or options
+        else:
+            low = min(self.counts[kind][a] for _, a in options)
+            pool = [q for q in options if self.counts[kind][q[1]] == low]
+        return pool[int(rng.integers(len(pool)))]
+
     def sample(self, objs: list[DemoObject], rng: np.random.Generator) -> list[tuple[str, str, str]]:
         """Returns [(kind, question, canonical answer)] for one scene (objects with ``vis_box`` filled)."""
-        cand = _candidates(objs, rng)
-        kinds = sorted(k for k, v in cand.items() if v)
-        # rarer kinds first so the optional kinds (colour, shape, relations) are asked whenever possible
-        order = sorted(kinds, key=lambda k: (self.kind_counts[k], rng.random()))
-        chosen = order[:int(rng.integers(3, 6))]
-        out = []
-        for kind in chosen:
-            options = cand[kind]
-            if kind in ('exists', 'rel_yesno'):
-                want = min(('yes', 'no'), key=lambda a: (self.counts[kind][a], rng.random()))
-                pool = [q for q in options if q[1] == want] or options
-            else:
-                low = min(self.counts[kind][a] for _, a in options)
-                pool = [q for q in options if self.counts[kind][q[1]] == low]
-            question, answer = pool[int(rng.integers(len(pool)))]
-            self.counts[kind][answer] += 1
-            self.kind_counts[kind] += 1
-            out.append((kind, question, answer))
+        left = {k: list(v) for k, v in _candidates(objs, rng).items() if v}
+        quota = int(rng.integers(self.min_questions, self.max_questions + 1))
+        out: list[tuple[str, str, str]] = []
+        while left and len(out) < quota:
+            # rarer kinds first so the optional kinds (colour, shape, relations) are asked whenever possible
+            for kind in sorted(left, key=lambda k: (self.kind_counts[k], rng.random())):
+                if len(out) == quota:
+                    break
+                question, answer = self._pick(kind, left[kind], rng)
+                left[kind] = [q for q in left[kind] if q[0] != question]
+                if not left[kind]:
+                    del left[kind]
+                self.counts[kind][answer] += 1
+                self.kind_counts[kind] += 1
+                out.append((kind, question, answer))
         return out
 
 

@@ -74,10 +74,17 @@ class _SGA(nn.Module):
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, y: torch.Tensor, x: torch.Tensor, x_mask: torch.Tensor | None) -> torch.Tensor:
-        y = self.norm1(y + self.drop(self.self_att(y, y)))
+    def image_part(self, y: torch.Tensor) -> torch.Tensor:
+        """Self-attention over the grid tokens (N, L, D): no question involved."""
+        return self.norm1(y + self.drop(self.self_att(y, y)))
+
+    def question_part(self, y: torch.Tensor, x: torch.Tensor, x_mask: torch.Tensor | None) -> torch.Tensor:
+        """Question-guided attention and FFN: grid tokens (N, L, D), question tokens (N, Lq, D)."""
         y = self.norm2(y + self.drop(self.guided_att(y, x, x_mask)))
         return self.norm3(y + self.drop(self.ffn(y)))
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor, x_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.question_part(self.image_part(y), x, x_mask)
 
 
 class AttFlat(nn.Module):
@@ -136,6 +143,10 @@ class MCANHead(nn.Module):
 
     Forward:
         img: (N, C, H, W) or ``None``; q: (N, L, Dq); q_mask: (N, L) bool (true = token).
+        image_index: optional (N,) long: ``img`` then holds M <= N distinct images (M, C, H, W) and question i
+            looks at ``img[image_index[i]]``. Everything before the question enters (token projection,
+            positions, the first layer's grid self-attention) then runs once per image, not once per question
+            (same result; ~8 questions per image in the demo data).
         Returns ``{'logits': (N, A), 'attention': (N, H, W) grid pooling weights or None}``.
     """
 
@@ -157,7 +168,8 @@ class MCANHead(nn.Module):
         self.classifier = nn.Linear(out_dim, num_answers)
         self.dim = dim
 
-    def forward(self, img: torch.Tensor | None, q: torch.Tensor, q_mask: torch.Tensor | None = None) -> dict:
+    def forward(self, img: torch.Tensor | None, q: torch.Tensor, q_mask: torch.Tensor | None = None,
+                image_index: torch.Tensor | None = None) -> dict:
         x = self.q_proj(q)
         mask = None if q_mask is None else q_mask.bool()
         for layer in self.encoder:
@@ -171,8 +183,12 @@ class MCANHead(nn.Module):
             y = self.img_proj(grid_tokens(img))
             if self.pos_embed:
                 y = y + sine_positions(h, w, self.dim, y.device, y.dtype)
-            for layer in self.decoder:
-                y = layer(y, x, mask)
+            if self.decoder:
+                y = self.decoder[0].image_part(y)
+            if image_index is not None:
+                y = y[image_index.to(y.device)]  # (M, L, D) per image -> (N, L, D) per question
+            for i, layer in enumerate(self.decoder):
+                y = layer.question_part(y if i == 0 else layer.image_part(y), x, mask)
             img_vec, weights = self.img_flat(y, None)
             fused = fused + img_vec
             if self.count is not None:

@@ -44,6 +44,8 @@ class SANHead(nn.Module):
 
     Forward:
         img: (N, C, H, W) grid or ``None``; q: (N, L, Dq) question tokens; q_mask: (N, L) bool (true = token).
+        image_index: optional (N,) long: ``img`` holds M distinct images (M, C, H, W), question i looks at
+            ``img[image_index[i]]``; the grid projection then runs once per image.
         Returns ``{'logits': (N, A), 'attention': (N, H, W) last-hop weights or None}``.
     """
 
@@ -55,7 +57,8 @@ class SANHead(nn.Module):
         self.hops = nn.ModuleList(_AttentionHop(dim, att_dim, dropout) for _ in range(hops)) if img_channels else None
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_answers))
 
-    def forward(self, img: torch.Tensor | None, q: torch.Tensor, q_mask: torch.Tensor | None = None) -> dict:
+    def forward(self, img: torch.Tensor | None, q: torch.Tensor, q_mask: torch.Tensor | None = None,
+                image_index: torch.Tensor | None = None) -> dict:
         u = self.q_proj(masked_mean(q, q_mask))
         attention = None
         if self.img_proj is not None:
@@ -63,6 +66,8 @@ class SANHead(nn.Module):
                 raise ValueError('SANHead was built with img_channels but got no image grid.')
             h, w = img.shape[-2:]
             v = self.img_proj(grid_tokens(img))
+            if image_index is not None:
+                v = v[image_index.to(v.device)]  # (M, HW, dim) per image -> (N, HW, dim) per question
             p = None
             for hop in self.hops:
                 u, p = hop(v, u)

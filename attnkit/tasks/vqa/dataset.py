@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import warnings
 from typing import Any, Mapping, Sequence
 
@@ -24,12 +26,32 @@ from torch.utils.data import Dataset
 from ...data import Pipeline, collate, read_image
 from ...errors import ConfigError, DataError
 from ...registry import DATASETS
-from .answers import build_answer_vocab, soft_scores
+from .answers import build_answer_vocab, normalize_answer, soft_scores
 from .text import build_question_vocab, build_tokenizer
 
-__all__ = ['VQAv2Dataset']
+__all__ = ['VQAv2Dataset', 'swap_words']
 
 DEFAULT_PIPELINE = (dict(type='Resize', height=448, width=448),)
+DEFAULT_FLIP_WORDS = {'left': 'right', 'right': 'left'}
+
+
+def swap_words(text: str, words: Mapping[str, str]) -> str:
+    """Replace whole words of ``text`` by ``words[word]`` (case-insensitive; a capital first letter is kept).
+
+    ``swap_words('Is the cat left of the dog?', {'left': 'right', 'right': 'left'})`` ->
+    ``'Is the cat right of the dog?'``.
+    """
+    if not words:
+        return text
+    table = {k.lower(): v for k, v in words.items()}
+    pattern = re.compile(r'\b(' + '|'.join(re.escape(k) for k in sorted(table, key=len, reverse=True)) + r')\b',
+                         re.IGNORECASE)
+
+    def repl(m: re.Match) -> str:
+        new = table[m.group(0).lower()]
+        return new[:1].upper() + new[1:] if m.group(0)[:1].isupper() else new
+
+    return pattern.sub(repl, text)
 
 
 def _load_json(path: str, what: str) -> Any:
@@ -52,7 +74,13 @@ class VQAv2Dataset(Dataset):
         img_dir: folder of the images.
         img_name_template: image file name, formatted with ``subtype`` (the questions file's
             ``data_subtype``) and ``image_id``; the demo data uses ``'{image_id:06d}.jpg'``.
-        pipeline: albumentations transform configs (resize; no flip by default: "left of" questions).
+        pipeline: albumentations transform configs (resize; no flip here: a plain flip falsifies "left of"
+            questions — use ``flip_prob``).
+        flip_prob: probability of a question-aware horizontal flip per image (training splits): the image is
+            mirrored and every question and answer about it has the words of ``flip_words`` swapped ("is the
+            cat left of the dog?" -> "... right of ..."), so the pair stays true. A flipped answer outside the
+            vocabulary gets a zero target (counted in ``stats['flipped_answers_outside_vocab']``).
+        flip_words: the words a flip swaps (default left <-> right).
         answer_min_count: answers kept in the vocabulary (training split only; see ``answers.py``).
         max_question_len: tokens per question (words for ``'word'``, sub-words incl. specials for ``'hf'``).
         tokenizer: ``dict(type='word', min_count=1)`` (built-in; vocabulary from these questions) or
@@ -73,14 +101,19 @@ class VQAv2Dataset(Dataset):
                  img_name_template: str = 'COCO_{subtype}_{image_id:012d}.jpg',
                  pipeline: Sequence[Mapping[str, Any]] = DEFAULT_PIPELINE, answer_min_count: int = 9,
                  max_question_len: int = 14, tokenizer: Mapping[str, Any] | None = None,
-                 metainfo: Mapping[str, Any] | None = None) -> None:
+                 metainfo: Mapping[str, Any] | None = None, flip_prob: float = 0.0,
+                 flip_words: Mapping[str, str] | None = None) -> None:
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ConfigError(f'VQAv2Dataset flip_prob must be in [0, 1], got {flip_prob!r}.')
+        self.flip_prob = float(flip_prob)
+        self.flip_words = dict(DEFAULT_FLIP_WORDS if flip_words is None else flip_words)
         self.questions_file = os.fspath(questions_file)
         self.annotations_file = None if annotations_file is None else os.fspath(annotations_file)
         self.img_dir = os.fspath(img_dir)
         self.img_name_template = img_name_template
         self.pipeline = Pipeline(pipeline)
         self.stats = {'questions': 0, 'empty_questions': 0, 'answers': 0, 'answers_outside_vocab': 0,
-                      'questions_without_target': 0}
+                      'questions_without_target': 0, 'flipped_answers_outside_vocab': 0}
         subtype, questions = self._read_questions()
         self.subtype = subtype
         annotations = self._read_annotations(questions) if self.annotations_file else None
@@ -177,6 +210,13 @@ class VQAv2Dataset(Dataset):
                 self.stats['answers_outside_vocab'] += outside
                 self.stats['questions_without_target'] += not scores
                 rec.update(answers=answers, answer_type=ann.get('answer_type', 'other'), scores=scores)
+                if self.flip_prob > 0:
+                    flipped = [swap_words(a, self.flip_words) for a in answers]
+                    if flipped != answers:  # e.g. "left" -> "right": targets of the mirrored image
+                        rec['flip_scores'], _ = soft_scores(flipped, self.answer_to_index)
+                        self.stats['flipped_answers_outside_vocab'] += sum(
+                            normalize_answer(a) in self.answer_to_index and normalize_answer(f) not in
+                            self.answer_to_index for a, f in zip(answers, flipped))
             records.append(rec)
         return records
 
@@ -188,6 +228,10 @@ class VQAv2Dataset(Dataset):
             warnings.warn(f"{self.annotations_file}: {s['answers_outside_vocab']} of {s['answers']} answers are "
                           f"outside the {len(self.metainfo['answers'])}-answer vocabulary (zero targets); "
                           f"{s['questions_without_target']} question(s) have no target at all.", stacklevel=3)
+        if s['flipped_answers_outside_vocab']:
+            warnings.warn(f"{self.annotations_file}: {s['flipped_answers_outside_vocab']} answers swapped by the "
+                          f"question-aware flip ({self.flip_words}) are outside the answer vocabulary; flipped "
+                          'images give them zero targets.', stacklevel=3)
 
     # ----------------------------------------------------------------------------------------- access
     def __len__(self) -> int:
@@ -225,15 +269,20 @@ class VQAv2Dataset(Dataset):
         out = self.pipeline(image)
         h0, w0 = image.shape[:2]
         h, w = out['img_size']
-        return out['image'], {'image_id': rec['image_id'], 'file': path, 'ori_size': (h0, w0), 'img_size': (h, w),
-                              'scale_factor': (w / w0, h / h0)}
+        flipped = self.flip_prob > 0 and random.random() < self.flip_prob
+        return (out['image'].flip(-1) if flipped else out['image'],
+                {'image_id': rec['image_id'], 'file': path, 'ori_size': (h0, w0), 'img_size': (h, w),
+                 'scale_factor': (w / w0, h / h0), 'flipped': flipped})
 
     def _sample(self, rec: dict[str, Any], image: torch.Tensor, meta: dict[str, Any]) -> dict[str, Any]:
-        sample = {'image': image, 'meta': {'id': rec['question_id'], **meta}, 'question': rec['question'],
+        flipped = meta.get('flipped', False)
+        question = swap_words(rec['question'], self.flip_words) if flipped else rec['question']
+        sample = {'image': image, 'meta': {'id': rec['question_id'], **meta}, 'question': question,
                   'question_id': rec['question_id']}
         if 'scores' in rec:
             target = torch.zeros(len(self.answer_to_index), dtype=torch.float32)
-            for idx, score in rec['scores'].items():
+            scores = rec['flip_scores'] if flipped and 'flip_scores' in rec else rec['scores']
+            for idx, score in scores.items():
                 target[idx] = score
             sample['answer_scores'] = target
         return sample

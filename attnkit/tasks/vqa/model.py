@@ -105,12 +105,11 @@ class VQAModel(nn.Module):
                 raise DataError(f"VQAModel: the batch has no {key!r}; use the VQA dataset's collate (it tokenises).")
         mask = batch['attention_mask'].bool()
         q = self.question_encoder(batch['input_ids'], mask)
-        grid = None
+        grid = index = None
         if self.use_image:
             grid = self.image_grid(batch['images'])  # (M, C, h, w): one per distinct image
-            if batch.get('image_index') is not None:
-                grid = grid[batch['image_index'].to(grid.device)]  # (N, C, h, w): one per question
-        out = self.head(grid, q, mask)
+            index = batch.get('image_index')  # (N,): the head expands per image -> per question
+        out = self.head(grid, q, mask, image_index=index)
         return {'logits': out['logits'].float(), 'attention': out['attention']}
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
