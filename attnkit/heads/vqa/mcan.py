@@ -146,7 +146,7 @@ class MCANHead(nn.Module):
         image_index: optional (N,) long: ``img`` then holds M <= N distinct images (M, C, H, W) and question i
             looks at ``img[image_index[i]]``. Everything before the question enters (token projection,
             positions, the first layer's grid self-attention) then runs once per image, not once per question
-            (same result; ~8 questions per image in the demo data).
+            (same result; ~10 questions per image in the demo data).
         Returns ``{'logits': (N, A), 'attention': (N, H, W) grid pooling weights or None}``.
     """
 
