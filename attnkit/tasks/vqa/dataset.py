@@ -13,12 +13,13 @@ split has no annotations file: its samples have no targets and are for predictio
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
 import re
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -39,19 +40,25 @@ def swap_words(text: str, words: Mapping[str, str]) -> str:
     """Replace whole words of ``text`` by ``words[word]`` (case-insensitive; a capital first letter is kept).
 
     ``swap_words('Is the cat left of the dog?', {'left': 'right', 'right': 'left'})`` ->
-    ``'Is the cat right of the dog?'``.
+    ``'Is the cat right of the dog?'``. The pattern is compiled once per word table (this runs for every
+    question of every flipped image).
     """
     if not words:
         return text
-    table = {k.lower(): v for k, v in words.items()}
-    pattern = re.compile(r'\b(' + '|'.join(re.escape(k) for k in sorted(table, key=len, reverse=True)) + r')\b',
+    return _word_swapper(tuple(sorted((k.lower(), v) for k, v in words.items())))(text)
+
+
+@functools.lru_cache(maxsize=16)
+def _word_swapper(table: tuple[tuple[str, str], ...]) -> Callable[[str], str]:
+    lookup = dict(table)
+    pattern = re.compile(r'\b(' + '|'.join(re.escape(k) for k in sorted(lookup, key=len, reverse=True)) + r')\b',
                          re.IGNORECASE)
 
     def repl(m: re.Match) -> str:
-        new = table[m.group(0).lower()]
+        new = lookup[m.group(0).lower()]
         return new[:1].upper() + new[1:] if m.group(0)[:1].isupper() else new
 
-    return pattern.sub(repl, text)
+    return lambda text: pattern.sub(repl, text)
 
 
 def _load_json(path: str, what: str) -> Any:
