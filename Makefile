@@ -9,6 +9,9 @@ export TRANSFORMERS_OFFLINE := 1
 .PHONY: setup test demo bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
+	@# torch's CUDA build makes .venv about 6.2 GB: say so plainly before pip fails half-way with ENOSPC.
+	@free_kb=$$(df -Pk . | awk 'NR==2 {print $$4}'); if [ "$$free_kb" -lt 7000000 ]; then \
+	  echo "attnkit setup: only $$((free_kb / 1024)) MB free on the disk of $$(pwd); .venv needs about 6.5 GB (torch + CUDA libraries)" >&2; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
