@@ -212,3 +212,15 @@ def test_concat_grid_fusion_and_one_backbone_pass_per_image():
     assert _tiny_vqa_model().image_grid(images).shape == (2, 32, 4, 4)  # 'last': layer3 only
     with pytest.raises(Exception, match="grid_fusion must be 'last' or 'concat'"):
         _tiny_vqa_model(grid_fusion='sum')
+
+
+def test_speed_benchmark_batch_groups_questions_by_image_like_the_collate():
+    from attnkit.benchmarks.vqa import _synthetic_batch
+    model = _tiny_vqa_model().train()
+    batch = _synthetic_batch(model.metainfo, batch=7, size=32, length=5, questions_per_image=3)
+    assert batch['images'].shape[0] == 3  # ceil(7 / 3) distinct images
+    assert batch['image_index'].tolist() == [0, 0, 0, 1, 1, 1, 2]
+    loss = model(batch)['loss']
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert 'image_index' not in _synthetic_batch(model.metainfo, 4, 32, 5)  # one image per question

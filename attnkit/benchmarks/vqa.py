@@ -4,7 +4,8 @@
   shapes demo data with the Trainer (their configs as they are), evaluates both on the demo val split, and
   prints accuracy side by side with wall time and the machine load (``uptime``) before and after.
 * ``speed``: training throughput (questions/s: forward, backward, optimizer step) of the demo model at its
-  demo size and of ``mcan_r50`` at 448x448 (random data; no pretrained weights needed).
+  demo size and of ``mcan_r50`` at 448x448 (random data, ``--*-questions-per-image`` questions sharing each
+  image as a grouped training batch does; no pretrained weights needed).
 """
 from __future__ import annotations
 
@@ -75,24 +76,31 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _synthetic_batch(metainfo: dict, batch: int, size: int, length: int) -> dict[str, Any]:
+def _synthetic_batch(metainfo: dict, batch: int, size: int, length: int,
+                     questions_per_image: int = 1) -> dict[str, Any]:
+    """Random questions about ``ceil(batch / questions_per_image)`` random images, grouped as the VQA collate
+    groups them (``images`` once per distinct image, ``image_index`` per question)."""
     vocab = len(metainfo.get('question_vocab') or [0, 0, 0])
     targets = torch.zeros(batch, len(metainfo['answers']))
     targets[torch.arange(batch), torch.randint(len(metainfo['answers']), (batch,))] = 1.0
-    return {'images': torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last),
-            'input_ids': torch.randint(2, vocab, (batch, length)), 'attention_mask': torch.ones(batch, length,
-                                                                                                dtype=torch.long),
-            'answer_scores': targets, 'question_ids': list(range(batch))}
+    num_images = -(-batch // questions_per_image)
+    out = {'images': torch.randn(num_images, 3, size, size).contiguous(memory_format=torch.channels_last),
+           'input_ids': torch.randint(2, vocab, (batch, length)),
+           'attention_mask': torch.ones(batch, length, dtype=torch.long),
+           'answer_scores': targets, 'question_ids': list(range(batch))}
+    if questions_per_image > 1:
+        out['image_index'] = torch.arange(batch) // questions_per_image
+    return out
 
 
 def _throughput(model_cfg: dict, metainfo: dict, batch: int, size: int, iters: int, warmup: int,
-                bf16: bool) -> dict[str, Any]:
+                bf16: bool, questions_per_image: int = 1) -> dict[str, Any]:
     from ..builder import build_model
 
     torch.manual_seed(0)
     model = build_model(model_cfg, metainfo=metainfo).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    data = _synthetic_batch(metainfo, batch, size, 14)
+    data = _synthetic_batch(metainfo, batch, size, 14, questions_per_image)
     times, cpu = [], []
     for i in range(warmup + iters):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -108,7 +116,8 @@ def _throughput(model_cfg: dict, metainfo: dict, batch: int, size: int, iters: i
     cpu_median = sorted(cpu)[len(cpu) // 2]
     # wall-clock throughput depends on the machine's load; CPU seconds per step do not (much): batch / cpu_s is
     # the throughput per fully available core at this thread count
-    return {'batch': batch, 'size': size, 'bf16': bf16, 'iters': iters, 'median_step_s': round(median, 3),
+    return {'batch': batch, 'questions_per_image': questions_per_image, 'size': size, 'bf16': bf16, 'iters': iters,
+            'median_step_s': round(median, 3),
             'questions_per_s': round(batch / median, 2), 'median_step_cpu_s': round(cpu_median, 3),
             'questions_per_cpu_s': round(batch / cpu_median, 2),
             'params_M': round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
@@ -125,12 +134,14 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     size = int(demo.get('img_size', 128))
     if demo.model.get('backbone'):
         demo.model.backbone.pretrained = None  # speed only: random weights
-    out['demo'] = _throughput(demo.model.to_dict(), demo_meta, args.demo_batch, size, args.iters, 2, args.bf16)
+    out['demo'] = _throughput(demo.model.to_dict(), demo_meta, args.demo_batch, size, args.iters, 2, args.bf16,
+                              args.demo_questions_per_image)
     r50 = load_config(MCAN_R50_CONFIG).model.to_dict()
     r50['backbone']['pretrained'] = None  # random weights: speed only, nothing to download
     r50_meta = {'answers': [f'a{i}' for i in range(3129)], 'tokenizer': {'type': 'word', 'max_len': 14},
                 'question_vocab': ['<pad>', '<unk>'] + [f'w{i}' for i in range(15000)]}
-    out['mcan_r50_448'] = _throughput(r50, r50_meta, args.r50_batch, 448, args.iters, 1, args.bf16)
+    out['mcan_r50_448'] = _throughput(r50, r50_meta, args.r50_batch, 448, args.iters, 1, args.bf16,
+                                      args.r50_questions_per_image)
     out['uptime_after'] = _uptime()
     return out
 
@@ -148,8 +159,12 @@ def main(argv: list[str]) -> int:
     q.add_argument('--work-dir', default='work_dirs/bench_vqa')
     s = sub.add_parser('speed', help='training throughput (questions/s)')
     s.add_argument('--config', default=DEMO_CONFIG)
-    s.add_argument('--demo-batch', type=int, default=32)
+    s.add_argument('--demo-batch', type=int, default=128, help='questions per step (the demo config: 128)')
+    s.add_argument('--demo-questions-per-image', type=int, default=10,
+                   help='questions sharing one image in a batch (demo data: ~10, grouped by image)')
     s.add_argument('--r50-batch', type=int, default=8)
+    s.add_argument('--r50-questions-per-image', type=int, default=1,
+                   help='1: every question its own image, as the VQA v2 configs sample; ~5.4 with group_by=image')
     s.add_argument('--iters', type=int, default=5)
     s.add_argument('--bf16', action='store_true', help='bf16 autocast (as the demo config trains)')
     for p in (q, s):
