@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from ...data.font import label_font
+
 __all__ = ['attention_heatmap', 'overlay_attention']
 
 
@@ -50,8 +52,9 @@ def overlay_attention(image: np.ndarray, attention: torch.Tensor | None, out_fil
     canvas = Image.new('RGB', (max(w, 320), h + 14 * len(lines) + 6), (255, 255, 255))
     canvas.paste(Image.fromarray(picture.clip(0, 255).astype(np.uint8)), (0, 0))
     draw = ImageDraw.Draw(canvas)
+    font = label_font()
     for i, line in enumerate(lines):
-        draw.text((3, h + 3 + 14 * i), line, fill=(0, 0, 0))
+        draw.text((3, h + 3 + 14 * i), line, fill=(0, 0, 0), font=font)
     out_file = os.fspath(out_file)
     os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
     canvas.save(out_file)
