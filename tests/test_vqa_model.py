@@ -224,3 +224,22 @@ def test_speed_benchmark_batch_groups_questions_by_image_like_the_collate():
     loss.backward()
     assert torch.isfinite(loss)
     assert 'image_index' not in _synthetic_batch(model.metainfo, 4, 32, 5)  # one image per question
+
+
+def test_speed_benchmark_uses_the_configs_transformers_tokenizer(tmp_path):
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from attnkit.benchmarks.vqa import _synthetic_metainfo, _throughput
+    words = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'what', 'is', '?']
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(tmp_path)
+    BertModel(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=32)).save_pretrained(tmp_path)
+    tokenizer = dict(type='hf', path=str(tmp_path))
+    meta = _synthetic_metainfo({'data': {'train': {'dataset': {'tokenizer': tokenizer}}}})
+    assert meta['tokenizer'] == dict(tokenizer, max_len=14) and 'question_vocab' not in meta
+    assert _synthetic_metainfo({'data': {'train': {'dataset': {}}}})['tokenizer']['type'] == 'word'
+    model = dict(type='VQAModel', backbone=dict(type='ResNet', depth=18, base_channels=8, out_indices=(0, 2)),
+                 question_encoder=dict(type='hf', path=str(tmp_path)), head=dict(TINY_MCAN))
+    # token ids drawn within the 8-word vocabulary of the encoder (an id >= 8 would fail in its embedding)
+    report = _throughput(model, meta, batch=4, size=32, iters=1, warmup=0, bf16=False, questions_per_image=2)
+    assert report['batch'] == 4 and report['questions_per_s'] > 0

@@ -77,10 +77,10 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _synthetic_batch(metainfo: dict, batch: int, size: int, length: int,
-                     questions_per_image: int = 1) -> dict[str, Any]:
-    """Random questions about ``ceil(batch / questions_per_image)`` random images, grouped as the VQA collate
-    groups them (``images`` once per distinct image, ``image_index`` per question)."""
-    vocab = len(metainfo.get('question_vocab') or [0, 0, 0])
+                     questions_per_image: int = 1, vocab: int | None = None) -> dict[str, Any]:
+    """Random questions (token ids in [2, vocab)) about ``ceil(batch / questions_per_image)`` random images,
+    grouped as the VQA collate groups them (``images`` once per distinct image, ``image_index`` per question)."""
+    vocab = vocab or len(metainfo.get('question_vocab') or [0, 0, 0])
     targets = torch.zeros(batch, len(metainfo['answers']))
     targets[torch.arange(batch), torch.randint(len(metainfo['answers']), (batch,))] = 1.0
     num_images = -(-batch // questions_per_image)
@@ -93,6 +93,17 @@ def _synthetic_batch(metainfo: dict, batch: int, size: int, length: int,
     return out
 
 
+def _synthetic_metainfo(cfg: Any) -> dict[str, Any]:
+    """Vocabularies for random data, with the tokenizer the config's training split uses (word or hf)."""
+    meta = {'answers': [str(i) for i in range(16)], 'tokenizer': {'type': 'word', 'max_len': 14},
+            'question_vocab': ['<pad>', '<unk>'] + [f'w{i}' for i in range(40)]}
+    tokenizer = (((cfg.get('data') or {}).get('train') or {}).get('dataset') or {}).get('tokenizer')
+    if tokenizer and tokenizer.get('type') == 'hf':  # a transformers encoder (the MiniLM demo): its tokenizer
+        meta['tokenizer'] = dict(tokenizer, max_len=14)
+        del meta['question_vocab']
+    return meta
+
+
 def _throughput(model_cfg: dict, metainfo: dict, batch: int, size: int, iters: int, warmup: int,
                 bf16: bool, questions_per_image: int = 1) -> dict[str, Any]:
     from ..builder import build_model
@@ -100,7 +111,9 @@ def _throughput(model_cfg: dict, metainfo: dict, batch: int, size: int, iters: i
     torch.manual_seed(0)
     model = build_model(model_cfg, metainfo=metainfo).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    data = _synthetic_batch(metainfo, batch, size, 14, questions_per_image)
+    encoder = getattr(model.question_encoder, 'model', None)  # a transformers model: its own vocabulary
+    vocab = int(encoder.config.vocab_size) if encoder is not None else None
+    data = _synthetic_batch(metainfo, batch, size, 14, questions_per_image, vocab)
     times, cpu = [], []
     for i in range(warmup + iters):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -129,8 +142,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
 
     out: dict[str, Any] = {'uptime_before': _uptime(), 'threads': torch.get_num_threads()}
     demo = load_config(args.config)
-    demo_meta = {'answers': [str(i) for i in range(16)], 'tokenizer': {'type': 'word', 'max_len': 14},
-                 'question_vocab': ['<pad>', '<unk>'] + [f'w{i}' for i in range(40)]}
+    demo_meta = _synthetic_metainfo(demo)
     size = int(demo.get('img_size', 128))
     if demo.model.get('backbone'):
         demo.model.backbone.pretrained = None  # speed only: random weights
