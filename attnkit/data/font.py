@@ -1,4 +1,4 @@
-"""The font for text on pictures (answers, box labels)."""
+"""The font for sentences on pictures (the VQA question and answers)."""
 from __future__ import annotations
 
 from functools import lru_cache

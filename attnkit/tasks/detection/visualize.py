@@ -4,9 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
-
-from ...data.font import label_font
+from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ['draw_detections', 'PALETTE']
 
@@ -33,7 +31,7 @@ def draw_detections(image: np.ndarray | Image.Image, boxes: np.ndarray, labels: 
     img = image.copy().convert('RGB') if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
     draw = ImageDraw.Draw(img)
     width = line_width or max(1, round(max(img.size) / 300))
-    font = label_font()
+    font = ImageFont.load_default()
     for box, label, score in zip(np.asarray(boxes).reshape(-1, 4), labels, scores):
         if float(score) < score_thr:
             continue
