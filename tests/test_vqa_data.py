@@ -265,5 +265,9 @@ def test_question_aware_flip_mirrors_image_question_and_answer(tmp_path):
     assert flipped[3]['answer_scores'].sum() == 0.0 and plain[3]['answer_scores'][index['left side']] == 1.0
     batch = flipped.collate(flipped.__getitems__([0, 1, 2]))
     assert batch['questions'][1] == 'Is the cat right of the dog?'
+    # samples loaded one by one may flip the same image differently: each question keeps its own view
+    mixed = flipped.collate([plain[0], flipped[1], flipped[0]])
+    assert mixed['images'].shape[0] == 2 and mixed['image_index'].tolist() == [0, 1, 1]
+    assert torch.equal(mixed['images'][1], flipped[1]['image']) and mixed['questions'][1] == rel['question']
     with pytest.raises(ConfigError, match='flip_prob'):
         _dataset(qf, af, img_dir, flip_prob=1.5)

@@ -93,10 +93,10 @@ def _synthetic_batch(metainfo: dict, batch: int, size: int, length: int,
     return out
 
 
-def _synthetic_metainfo(cfg: Any) -> dict[str, Any]:
+def _synthetic_metainfo(cfg: Any, num_answers: int = 16, num_words: int = 40) -> dict[str, Any]:
     """Vocabularies for random data, with the tokenizer the config's training split uses (word or hf)."""
-    meta = {'answers': [str(i) for i in range(16)], 'tokenizer': {'type': 'word', 'max_len': 14},
-            'question_vocab': ['<pad>', '<unk>'] + [f'w{i}' for i in range(40)]}
+    meta = {'answers': [f'a{i}' for i in range(num_answers)], 'tokenizer': {'type': 'word', 'max_len': 14},
+            'question_vocab': ['<pad>', '<unk>'] + [f'w{i}' for i in range(num_words)]}
     tokenizer = (((cfg.get('data') or {}).get('train') or {}).get('dataset') or {}).get('tokenizer')
     if tokenizer and tokenizer.get('type') == 'hf':  # a transformers encoder (the MiniLM demo): its tokenizer
         meta['tokenizer'] = dict(tokenizer, max_len=14)
@@ -148,10 +148,10 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         demo.model.backbone.pretrained = None  # speed only: random weights
     out['demo'] = _throughput(demo.model.to_dict(), demo_meta, args.demo_batch, size, args.iters, 2, args.bf16,
                               args.demo_questions_per_image)
-    r50 = load_config(MCAN_R50_CONFIG).model.to_dict()
+    r50_cfg = load_config(MCAN_R50_CONFIG)
+    r50 = r50_cfg.model.to_dict()
     r50['backbone']['pretrained'] = None  # random weights: speed only, nothing to download
-    r50_meta = {'answers': [f'a{i}' for i in range(3129)], 'tokenizer': {'type': 'word', 'max_len': 14},
-                'question_vocab': ['<pad>', '<unk>'] + [f'w{i}' for i in range(15000)]}
+    r50_meta = _synthetic_metainfo(r50_cfg, num_answers=3129, num_words=15000)  # VQA v2 vocabulary sizes
     out['mcan_r50_448'] = _throughput(r50, r50_meta, args.r50_batch, 448, args.iters, 1, args.bf16,
                                       args.r50_questions_per_image)
     out['uptime_after'] = _uptime()

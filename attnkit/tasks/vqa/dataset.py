@@ -322,17 +322,21 @@ class VQAv2Dataset(Dataset):
         ``attention_mask`` (N, L) long, ``answer_scores`` (N, A) when annotated.
 
         Questions about the same image share one image: ``images`` is (M, 3, H, W) with the M distinct
-        images (the first sample's view of each; ``__getitems__`` reads each image once per batch anyway) and
+        images — an image and its mirror (``flip_prob``) count as two, so samples loaded one by one with
+        different flips keep their own view (``__getitems__`` loads each image once per batch, one flip) — and
         ``image_index`` (N,) long maps each question to its image, so the model runs the backbone M times, not N.
         """
-        first: dict[int, int] = {}  # image id -> position of its first question (insertion-ordered)
+        def view(s: dict[str, Any]) -> tuple[int, bool]:  # an image mirrored by the flip is another image
+            return s['meta']['image_id'], s['meta'].get('flipped', False)
+
+        first: dict[tuple[int, bool], int] = {}  # image view -> position of its first question (insertion-ordered)
         for i, s in enumerate(samples):
-            first.setdefault(s['meta']['image_id'], i)
-        slot = {image_id: k for k, image_id in enumerate(first)}
+            first.setdefault(view(s), i)
+        slot = {key: k for k, key in enumerate(first)}
         images = collate([{'image': samples[i]['image']} for i in first.values()])['images']
         batch = collate([{k: v for k, v in s.items() if k != 'image'} for s in samples])
         batch['images'] = images
-        batch['image_index'] = torch.tensor([slot[s['meta']['image_id']] for s in samples], dtype=torch.long)
+        batch['image_index'] = torch.tensor([slot[view(s)] for s in samples], dtype=torch.long)
         for meta in batch['metas']:
             meta['pad_size'] = tuple(images.shape[-2:])
         batch['questions'] = batch.pop('question')
