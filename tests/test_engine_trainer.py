@@ -129,17 +129,42 @@ def test_interrupted_save_keeps_loadable_latest(tmp_path, monkeypatch):
     assert not os.path.exists(latest + '.tmp')
 
 
-def test_nan_loss_stops_with_message_and_keeps_latest(tmp_path):
-    cfg = load_config(write_cfg(
-        tmp_path, schedule="dict(by_epoch=False, max_iters=8, warmup_iters=0)",
-        data=("dict(train=dict(dataset=dict(type='ToyRegressionDataset', length=16, nan_at=(10,)), batch_size=4, "
-              "shuffle=False), val=None)"),
-        train_cfg="dict(eval_interval=0, checkpoint_interval=2)"))
-    trainer = Trainer(cfg)
+def _nan_cfg(tmp_path, nan_at, optimizer, max_nonfinite=10, name='c.py'):
+    return load_config(write_cfg(
+        tmp_path, name=name, schedule="dict(by_epoch=False, max_iters=8, warmup_iters=0, policy='constant')",
+        data=(f"dict(train=dict(dataset=dict(type='ToyRegressionDataset', length=16, nan_at={nan_at!r}), "
+              "batch_size=4, shuffle=False), val=None)"),
+        optim=f"dict(optimizer={optimizer})",
+        train_cfg=f"dict(eval_interval=0, checkpoint_interval=2, max_nonfinite_steps={max_nonfinite})"))
+
+
+@pytest.mark.parametrize('optimizer', ["dict(type='AdamW', lr=0.01)",  # fused: skipped on the device
+                                       "dict(type='SGD', lr=0.05, momentum=0.9)"])  # flag read on the host
+def test_nonfinite_step_is_skipped_and_training_goes_on(tmp_path, optimizer):
+    """A batch with a NaN target: its step is skipped (weights, momentum and step count untouched), the
+    other steps train as usual, and every checkpoint stays finite."""
+    trainer = Trainer(_nan_cfg(tmp_path, (10,), optimizer))
+    seen = []
+    trainer.hooks.append(lambda t: seen.append({k: v.detach().clone() for k, v in
+                                                t.unwrapped_model.state_dict().items()}))
+    trainer.train()
+    assert trainer.iter == 8 and int(trainer._nonfinite_total) == 2  # batch 2 of both epochs
+    for it in (2, 6):  # the weights after iteration 3 (index 2) and 7 equal those after 2 and 6
+        for key in seen[it]:
+            assert torch.equal(seen[it][key], seen[it - 1][key]), (it, key)
+    for it in (1, 3, 5, 7):
+        assert not torch.equal(seen[it]['fc.weight'], seen[it - 1]['fc.weight'])
+    ckpt = torch.load(os.path.join(trainer.work_dir, 'latest.pth'), weights_only=True)
+    assert ckpt['iter'] == 8 and all(torch.isfinite(v).all() for v in ckpt['model'].values())
+
+
+def test_nonfinite_steps_stop_after_limit_and_keep_last_finite_checkpoint(tmp_path):
+    # samples 8..15 are NaN: iterations 3 and 4 of epoch 0 are skipped; with a limit of 2 training stops there
+    trainer = Trainer(_nan_cfg(tmp_path, tuple(range(8, 16)), "dict(type='AdamW', lr=0.01)", max_nonfinite=2))
     with pytest.raises(NonFiniteLossError) as info:
         trainer.train()
     msg = str(info.value)
-    assert 'iteration 3' in msg and 'loss=nan' in msg and 'loss_mse=nan' in msg and 'loss_l1=nan' in msg
+    assert 'in 2 consecutive steps up to iteration 4' in msg and 'loss=nan' in msg and 'loss_mse=nan' in msg
     assert 'latest.pth (iteration 2) is kept' in msg
     ckpt = torch.load(os.path.join(trainer.work_dir, 'latest.pth'), weights_only=True)
     assert ckpt['iter'] == 2 and all(torch.isfinite(v).all() for v in ckpt['model'].values())

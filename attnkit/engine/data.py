@@ -83,7 +83,14 @@ class ShardedBatchSampler(Sampler[list[int]]):
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed numpy and ``random`` in a DataLoader worker from its torch seed (set by the loader generator)."""
+    """Seed numpy and ``random`` in a DataLoader worker from its torch seed (set by the loader generator).
+
+    The samples' own draws do not come from these: :class:`attnkit.data.SeededDataset` seeds each sample from
+    ``(seed, epoch, index)``. This only keeps any other draw in a worker distinct per worker, rank and epoch.
+    """
+    import signal
+    # Ctrl-C reaches the whole process group: the main process saves and stops the workers itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
@@ -97,17 +104,28 @@ def collate_fn_of(dataset: Any):
 
 def build_train_loader(dataset: Any, sampler: ShardedBatchSampler, num_workers: int, seed: int, epoch: int,
                        pin_memory: bool = False) -> DataLoader:
-    """A loader over ``sampler``'s batches; worker seeds come from a generator seeded by ``(seed, epoch)``."""
+    """A loader over ``sampler``'s batches of ``SeededDataset(dataset, seed, epoch)``.
+
+    Every sample's augmentation is drawn from ``(seed, epoch, sample index)`` (see :mod:`attnkit.data.randomness`):
+    the same whatever the number of workers or processes, and after a resume. Worker seeds (for draws outside
+    the samples) come from ``(seed, epoch, rank)``.
+    """
+    from ..data.randomness import SeededDataset, sample_seed
     sampler.set_epoch(epoch)
-    g = torch.Generator().manual_seed(seed * 100003 + epoch + 1)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn_of(dataset), num_workers=num_workers,
-                      pin_memory=pin_memory, generator=g, worker_init_fn=seed_worker,
+    g = torch.Generator().manual_seed(sample_seed(seed, epoch, ('workers', sampler.rank)))
+    return DataLoader(SeededDataset(dataset, seed, epoch), batch_sampler=sampler, collate_fn=collate_fn_of(dataset),
+                      num_workers=num_workers, pin_memory=pin_memory, generator=g, worker_init_fn=seed_worker,
                       persistent_workers=False)
 
 
 def build_eval_loader(dataset: Any, batch_size: int, num_workers: int, world_size: int = 1, rank: int = 0,
-                      pin_memory: bool = False) -> DataLoader:
-    """Process ``rank`` gets samples ``rank, rank + world_size, ...``: disjoint shares, no padding."""
+                      pin_memory: bool = False, seed: int = 0) -> DataLoader:
+    """Process ``rank`` gets samples ``rank, rank + world_size, ...``: disjoint shares, no padding.
+
+    Samples are drawn as ``SeededDataset(dataset, seed, epoch=0)``: a random transform in an evaluation pipeline
+    (test-time augmentation) gives the same result whatever the number of processes and workers.
+    """
+    from ..data.randomness import SeededDataset
     indices = list(range(rank, len(dataset), world_size))
-    return DataLoader(dataset, batch_size=batch_size, sampler=indices, collate_fn=collate_fn_of(dataset),
+    return DataLoader(SeededDataset(dataset, seed, 0), batch_size=batch_size, sampler=indices, collate_fn=collate_fn_of(dataset),
                       num_workers=num_workers, pin_memory=pin_memory, shuffle=False)

@@ -86,8 +86,22 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, lr_mult: Mapp
     return list(groups.values())
 
 
+# not SGD: on the CPU its fused kernel leaves the momentum buffer uninitialised when the first step is skipped
+_FUSED = ('Adam', 'AdamW')
+
+
+def _fusable(model: nn.Module) -> bool:
+    """Whether every trainable parameter is a floating tensor on a device with fused optimizer kernels."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return bool(params) and all(p.is_floating_point() and p.device.type in ('cpu', 'cuda') for p in params)
+
+
 def build_optimizer(model: nn.Module, optim_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """Build ``optim_cfg['optimizer']`` (``type`` = a ``torch.optim`` class name) over :func:`param_groups`."""
+    """Build ``optim_cfg['optimizer']`` (``type`` = a ``torch.optim`` class name) over :func:`param_groups`.
+
+    Adam and AdamW use the fused implementation unless the config sets ``fused`` or ``foreach``: the
+    Trainer then skips a step with non-finite gradients on the device, with no host synchronisation.
+    """
     opt_cfg = dict(optim_cfg.get('optimizer') or {})
     opt_type = opt_cfg.pop('type', 'SGD')
     names = [n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
@@ -104,6 +118,10 @@ def build_optimizer(model: nn.Module, optim_cfg: Mapping[str, Any]) -> torch.opt
                           optim_cfg.get('no_decay', ('norm', 'bias', 'pos')))
     if not groups:
         raise ConfigError('The model has no trainable parameters (all have requires_grad=False).')
+    if opt_type in _FUSED and 'fused' not in opt_cfg and 'foreach' not in opt_cfg and _fusable(model):
+        # one kernel per step, and the Trainer can skip a non-finite step on the device (found_inf) without
+        # reading a flag back to the host every iteration
+        opt_cfg['fused'] = True
     try:
         return getattr(torch.optim, opt_type)(groups, lr=lr, weight_decay=weight_decay, **opt_cfg)
     except TypeError as exc:

@@ -9,6 +9,8 @@ import math
 import os
 import re
 import shutil
+import signal
+import threading
 import time
 import warnings
 from typing import Any, Callable, Mapping
@@ -19,6 +21,7 @@ from torch import nn
 from ..builder import build_dataset, build_evaluator, build_model
 from ..errors import AttnkitError, CheckpointError, ConfigError, DataError
 from .checkpoint import check_state_dict, get_rng_state, load_checkpoint, save_atomic, save_safetensors, set_rng_state
+from ..data.randomness import rank_seed
 from .data import ShardedBatchSampler, build_train_loader
 from .ema import ModelEMA
 from .evaluate import evaluate
@@ -28,13 +31,22 @@ from .schedule import build_scheduler, total_iters
 from .utils import (DEFAULT_OPTIM, DEFAULT_RUNTIME, DEFAULT_SCHEDULE, DEFAULT_TRAIN_CFG, import_custom_modules,
                     resolve_channels_last, section, to_device)
 
-__all__ = ['Trainer', 'NonFiniteLossError']
+__all__ = ['Trainer', 'NonFiniteLossError', 'TrainingInterrupted']
 
 MIXED_PRECISION = ('no', 'fp16', 'bf16')
 
 
 class NonFiniteLossError(AttnkitError, FloatingPointError):
-    """The loss became NaN or Inf; the message names the iteration and every loss term."""
+    """Too many consecutive steps had non-finite gradients (each was skipped); the message names the iteration,
+    the loss terms and the checkpoint that is kept."""
+
+
+class TrainingInterrupted(AttnkitError):
+    """SIGINT or SIGTERM stopped training after the state was saved; ``signum`` and ``path`` say which and where."""
+
+    def __init__(self, message: str, signum: int, path: str | None) -> None:
+        super().__init__(message)
+        self.signum, self.path = signum, path
 
 
 class Trainer:
@@ -59,6 +71,7 @@ class Trainer:
 
     def __init__(self, cfg: Any, *, work_dir: str | None = None, resume: str | bool | None = None,
                  mixed_precision: str | None = None) -> None:
+        from ..config import check_config; check_config(cfg)  # noqa: E702  (a config built in code, too)
         import_custom_modules(cfg)
         self.cfg = cfg
         self.runtime = section(cfg, 'runtime', DEFAULT_RUNTIME)
@@ -125,6 +138,13 @@ class Trainer:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f'train_cfg.ema={dict(ema_cfg)!r}: {exc}') from exc
         self.model, self.optimizer = acc.prepare(model, optimizer)
+        # the model was built from `seed` on every process (identical initial weights); what it draws from now
+        # on (dropout, drop-path) differs per process. Data-path draws never come from these generators.
+        set_seed(rank_seed(self.seed, acc.process_index))
+        self._nonfinite_run = torch.zeros((), dtype=torch.long, device=acc.device)  # consecutive skipped steps
+        self._nonfinite_total = torch.zeros((), dtype=torch.long, device=acc.device)
+        self._interrupt: int | None = None
+        self._eval_pending = False
 
         self.epoch = 0
         self.iter = 0
@@ -221,7 +241,7 @@ class Trainer:
         model = self.ema.module if self.ema is not None else self.unwrapped_model
         metrics = evaluate(model, dataset, evaluator, self.accelerator, batch_size=int(part.get('batch_size', 1)),
                            num_workers=int(part.get('num_workers', 0)), channels_last=self.channels_last,
-                           progress=True)
+                           progress=True, seed=self.seed)
         self.last_eval_count = len(evaluator.results)
         return metrics
 
@@ -249,7 +269,7 @@ class Trainer:
             self.best.update(name=name, value=float(value), epoch=self.epoch, iter=self.iter, bad_evals=0)
         else:
             self.best['bad_evals'] = int(self.best['bad_evals']) + 1
-        if improved:  # best.pth is a full training state: write latest.pth now and copy it
+        if improved:  # best.pth is a full training state: rewrite latest.pth (it now records the best) and copy it
             self._save_checkpoint(best=True)
         es = self.train_cfg['early_stopping']
         if es and self.best['bad_evals'] >= int(es.get('patience', 5)):
@@ -273,7 +293,7 @@ class Trainer:
                 'ema': self.ema.state_dict() if self.ema is not None else None,
                 'scaler': scaler.state_dict() if scaler is not None else None, 'rng': rngs,
                 'epoch': self.epoch, 'iter': self.iter, 'iter_in_epoch': self.batch_in_epoch,
-                'best': dict(self.best), 'config': self._config_text()}
+                'best': dict(self.best), 'evaluated_iter': self._last_eval_iter, 'config': self._config_text()}
 
     def _config_text(self) -> str:
         if not hasattr(self, '_cfg_text'):  # pretty_text runs yapf: format once, not at every checkpoint
@@ -284,7 +304,16 @@ class Trainer:
         return self._cfg_text
 
     def _save_checkpoint(self, best: bool = False) -> None:
-        """Write ``latest.pth`` (and ``best.pth`` / ``epoch_N.pth``); every process must call it (RNG gather)."""
+        """Write ``latest.pth`` (and ``best.pth`` / ``epoch_N.pth``); every process must call it (RNG gather).
+
+        Weights that are not finite are never written: the last finite checkpoint is kept.
+        """
+        self._check_nonfinite()
+        bad = [n for n, t in self.unwrapped_model.state_dict().items()
+               if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise NonFiniteLossError(f'The weights became non-finite ({bad[0]}{" and others" if len(bad) > 1 else ""}) '
+                                     f'at iteration {self.iter}; not saved: {self._kept_checkpoint()}.')
         state = self._state()
         if self.is_main:
             latest = os.path.join(self.work_dir, 'latest.pth')
@@ -340,13 +369,23 @@ class Trainer:
         if ckpt.get('best'):
             self.best.update(ckpt['best'])
         self._last_save_iter = self.iter
+        # the checkpoint is written before the evaluation it precedes: if that evaluation did not finish (a
+        # crash, a kill), run it first
+        self._last_eval_iter = int(ckpt.get('evaluated_iter', self.iter))
+        self._eval_pending = self._last_eval_iter != self.iter and self._eval_due_now()
         if self.is_main:
             print(f'Resumed from {path}: epoch {self.epoch}, iteration {self.iter}.', flush=True)
 
     # ---------------------------------------------------------------------------------------------- training
     def train(self) -> dict[str, float]:
-        """Train to the end of the schedule (or early stopping); return the last evaluation's metrics."""
+        """Train to the end of the schedule (or early stopping); return the last evaluation's metrics.
+
+        SIGINT / SIGTERM (in the main thread of the main program) end training after the current iteration: the
+        full state is saved as ``latest.pth`` and ``interrupted.pth`` and :class:`TrainingInterrupted` is raised
+        (the CLI prints one line). A second SIGINT stops at once.
+        """
         acc = self.accelerator
+        restore = self._install_signal_handlers()
         try:
             if self._log_with and not self._trackers:
                 try:
@@ -354,25 +393,89 @@ class Trainer:
                     self._trackers = bool(acc.trackers)
                 except Exception as exc:  # a broken tensorboard install must not stop training
                     warnings.warn(f'TensorBoard logging disabled: {exc}')
-            self._train_loop()
-            if self._last_eval_iter != self.iter:
+            if self._eval_pending:
+                self._eval_pending = False
                 self._evaluate_and_track()
+            self._train_loop()
             if self._last_save_iter != self.iter:
                 self._save_checkpoint()
+            if self._last_eval_iter != self.iter:
+                self._evaluate_and_track()
             if self.is_main:
                 weights = self.ema.module.state_dict() if self.ema is not None else self.unwrapped_model.state_dict()
                 save_safetensors(weights, self.metainfo, os.path.join(self.work_dir, 'model.safetensors'))
             acc.wait_for_everyone()
             return self.last_metrics
         finally:
+            restore()
             acc.end_training()
 
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        """Route SIGINT/SIGTERM to a flag read between iterations; returns the function that restores the old
+        handlers. Outside the main thread (signals cannot be caught there) nothing is installed."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._interrupt is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now
+            self._interrupt = signum
+            if self.is_main:
+                print(f'\n{signal.Signals(signum).name} received: saving the state after this iteration '
+                      '(Ctrl-C again to stop at once).', flush=True)
+
+        for sig in previous:
+            signal.signal(sig, handler)
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+        return restore
+
+    def _interrupted(self, at_log_point: bool) -> bool:
+        """Whether a signal asks to stop. With several processes the flags are combined (so all stop at the same
+        iteration) at log points only: no collective in the other iterations."""
+        if self.accelerator.num_processes == 1:
+            return self._interrupt is not None
+        if not at_log_point:
+            return False
+        flag = torch.tensor([0 if self._interrupt is None else int(self._interrupt)], device=self.accelerator.device)
+        flag = self.accelerator.reduce(flag, reduction='sum')
+        if int(flag) and self._interrupt is None:
+            self._interrupt = signal.SIGTERM
+        return bool(int(flag))
+
+    def _stop_interrupted(self) -> None:
+        """Save the state (every process) and raise :class:`TrainingInterrupted`."""
+        signum = int(self._interrupt or signal.SIGINT)
+        if self._last_save_iter != self.iter or not os.path.exists(os.path.join(self.work_dir, 'latest.pth')):
+            self._save_checkpoint()
+        path = os.path.join(self.work_dir, 'interrupted.pth')
+        if self.is_main:
+            _copy_atomic(os.path.join(self.work_dir, 'latest.pth'), path)
+        self.accelerator.wait_for_everyone()
+        name = signal.Signals(signum).name
+        raise TrainingInterrupted(f'{name}: training stopped at iteration {self.iter} (epoch {self.epoch}); the state '
+                                  f'is saved in {path}; continue with --resume.', signum, path)
+
+    def _eval_due_now(self) -> bool:
+        """Whether the schedule evaluates at the current position (an epoch end or an iteration interval)."""
+        if not (self.cfg.get('data') or {}).get('val'):
+            return False
+        eval_interval = int(self.train_cfg['eval_interval'] or 0)
+        if not eval_interval:
+            return self.iter >= self.max_iters
+        if self.schedule['by_epoch']:
+            return self.batch_in_epoch == 0 and self.iter > 0 and (
+                self.epoch % eval_interval == 0 or self.iter >= self.max_iters)
+        return self.iter % eval_interval == 0 or self.iter >= self.max_iters
+
     def _train_loop(self) -> None:
-        acc, model, optimizer = self.accelerator, self.model, self.optimizer
+        acc, model = self.accelerator, self.model
         data_cfg = self.cfg['data']['train']
         num_workers = int(data_cfg.get('num_workers', 0))
         log_interval = max(int(self.runtime['log_interval'] or 1), 1)
-        grad_clip = self.optim_cfg['grad_clip']
         by_epoch = self.schedule['by_epoch']
         eval_interval = int(self.train_cfg['eval_interval'] or 0)
         ckpt_interval = int(self.train_cfg['checkpoint_interval'] or 0)
@@ -396,19 +499,23 @@ class Trainer:
                     loader = acc.skip_first_batches(loader, start)
                 acc.step = 0
                 t_fetch = t_start = time.perf_counter()
-                for i, batch in enumerate(loader, start=start):
+                batches = iter(loader)
+                i = start - 1
+                while True:
+                    try:
+                        batch = next(batches)
+                    except StopIteration:
+                        break
+                    except Exception:
+                        if self._interrupt is not None:  # a worker died of the same signal: stop cleanly
+                            self._stop_interrupted()
+                        raise
+                    i += 1
                     t_data_sum += time.perf_counter() - t_fetch
                     if i == self.batches_per_epoch - 1:  # the epoch's last batch always ends an update
                         acc.step = self.accum - 1
                     batch = to_device(batch, acc.device, self.channels_last)
-                    with acc.accumulate(model):
-                        losses = model(batch)
-                        self._check_finite(losses)
-                        acc.backward(losses['loss'])
-                        if grad_clip and acc.sync_gradients:
-                            acc.clip_grad_norm_(model.parameters(), **dict(grad_clip))
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
+                    losses = self._train_step(batch)
                     self.batch_in_epoch = i + 1
                     for key, value in losses.items():
                         if isinstance(value, torch.Tensor) and value.numel() == 1:
@@ -422,18 +529,24 @@ class Trainer:
                     if self.ema is not None:
                         self.ema.update(self.unwrapped_model)
                     t_iter += time.perf_counter() - t_start
-                    if self.iter % log_interval == 0 or self.iter == self.max_iters:
+                    at_log = self.iter % log_interval == 0 or self.iter == self.max_iters
+                    if at_log:
                         self._log_train(sums, count, t_iter, t_data_sum, bar)
                         sums, count, t_iter, t_data_sum = {}, 0, 0.0, 0.0
+                        self._check_nonfinite()
                     if bar is not None:
                         bar.update(1)
                     if not by_epoch:
-                        if eval_interval and self.iter % eval_interval == 0:
+                        eval_now = eval_interval and self.iter % eval_interval == 0
+                        if ((ckpt_interval and self.iter % ckpt_interval == 0) or eval_now) and \
+                                self._last_save_iter != self.iter:
+                            self._save_checkpoint()  # before the evaluation: a failing evaluation loses nothing
+                        if eval_now:
                             self._evaluate_and_track()
-                        if ckpt_interval and self.iter % ckpt_interval == 0 and self._last_save_iter != self.iter:
-                            self._save_checkpoint()
                     for hook in self.hooks:
                         hook(self)
+                    if self._interrupted(at_log):
+                        self._stop_interrupted()
                     if self.iter >= self.max_iters or self._stop:
                         break
                     t_fetch = t_start = time.perf_counter()
@@ -442,36 +555,84 @@ class Trainer:
                     self.batch_in_epoch = 0
                     if by_epoch:
                         last = self.iter >= self.max_iters
-                        if eval_interval and (self.epoch % eval_interval == 0 or last):
+                        eval_now = bool(eval_interval) and (self.epoch % eval_interval == 0 or last)
+                        save_now = (ckpt_interval and self.epoch % ckpt_interval == 0) or last or self._stop
+                        if (save_now or eval_now) and self._last_save_iter != self.iter:
+                            self._save_checkpoint()  # before the evaluation: a failing evaluation loses nothing
+                        if eval_now:
                             self._evaluate_and_track()
-                        if self._last_save_iter != self.iter and (
-                                (ckpt_interval and self.epoch % ckpt_interval == 0) or last or self._stop):
-                            self._save_checkpoint()
         finally:
             if bar is not None:
                 bar.close()
 
-    def _check_finite(self, losses: Mapping[str, Any]) -> None:
-        """Raise NonFiniteLossError (before any update) when the total loss is NaN/Inf on any process."""
-        if not isinstance(losses, Mapping) or 'loss' not in losses:
-            raise ConfigError(f"In training mode the model must return a dict with a 'loss' entry, got "
-                              f"{type(losses).__name__}{sorted(losses) if isinstance(losses, Mapping) else ''}.")
-        loss = losses['loss'].detach()
-        finite = math.isfinite(float(loss)) if loss.numel() == 1 else bool(torch.isfinite(loss).all())
-        if self.accelerator.num_processes > 1:  # every process must stop together
-            flag = torch.tensor([1.0 if finite else 0.0], device=self.accelerator.device)
-            finite = bool(self.accelerator.gather(flag).min() > 0)
-        if finite:
-            return
-        terms = ', '.join(f'{k}={float(v.detach().float().mean()):.6g}' for k, v in losses.items()
-                          if isinstance(v, torch.Tensor))
+    def _train_step(self, batch: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Forward, backward and (at the end of an accumulation) the guarded optimizer step; returns the losses."""
+        acc, model = self.accelerator, self.model
+        with acc.accumulate(model):
+            losses = model(batch)
+            if not isinstance(losses, Mapping) or 'loss' not in losses:
+                raise ConfigError(f"In training mode the model must return a dict with a 'loss' entry, got "
+                                  f"{type(losses).__name__}{sorted(losses) if isinstance(losses, Mapping) else ''}.")
+            acc.backward(losses['loss'])
+            if acc.sync_gradients:
+                self._guarded_step(losses)
+            self.optimizer.zero_grad(set_to_none=True)
+        return losses
+
+    def _guarded_step(self, losses: Mapping[str, Any]) -> None:
+        """Clip, then step only when every gradient is finite.
+
+        The check stays on the device: a fused optimizer (Adam/AdamW by default) receives the flag as
+        ``found_inf`` and skips the update in its kernel; other optimizers read the flag (one small host
+        synchronisation). Under fp16 the GradScaler already skips non-finite steps. Consecutive skipped steps are
+        counted on the device and read at log time (:meth:`_check_nonfinite`).
+        """
+        acc, optimizer = self.accelerator, self.optimizer
+        grad_clip = self.optim_cfg['grad_clip']
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if grad_clip:
+            norm = acc.clip_grad_norm_(self.model.parameters(), **dict(grad_clip))
+        elif params:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        else:
+            norm = torch.zeros((), device=acc.device)
+        ok = torch.isfinite(torch.as_tensor(norm, device=acc.device))
+        self._last_losses = {k: v.detach() for k, v in losses.items() if isinstance(v, torch.Tensor)}
+        inner = getattr(optimizer, 'optimizer', optimizer)
+        if acc.scaler is not None:
+            optimizer.step()
+        elif getattr(inner, '_step_supports_amp_scaling', False) and inner.defaults.get('fused'):
+            inner.found_inf, inner.grad_scale = (~ok).float(), None
+            try:
+                optimizer.step()
+            finally:
+                del inner.found_inf, inner.grad_scale
+        else:
+            ok_host = bool(ok)
+            if ok_host:
+                optimizer.step()
+        self._nonfinite_run = (self._nonfinite_run + 1) * (~ok).long()
+        self._nonfinite_total += (~ok).long()
+        if acc.scaler is None and not (getattr(inner, '_step_supports_amp_scaling', False)
+                                       and inner.defaults.get('fused')):
+            self._check_nonfinite()  # the flag is on the host anyway
+
+    def _kept_checkpoint(self) -> str:
         latest = os.path.join(self.work_dir, 'latest.pth')
-        kept = f'{latest} (iteration {self._last_save_iter}) is kept' if os.path.exists(latest) else \
+        return f'{latest} (iteration {self._last_save_iter}) is kept' if os.path.exists(latest) else \
             'no checkpoint was written'
+
+    def _check_nonfinite(self) -> None:
+        """Raise :class:`NonFiniteLossError` after ``train_cfg.max_nonfinite_steps`` consecutive skipped steps."""
+        limit = int(self.train_cfg.get('max_nonfinite_steps') or 0)
+        run = int(self._nonfinite_run)
+        if not limit or run < limit:
+            return
+        terms = ', '.join(f'{k}={float(v.float().mean()):.6g}' for k, v in getattr(self, '_last_losses', {}).items())
         raise NonFiniteLossError(
-            f'Non-finite loss at iteration {self.iter + 1} (epoch {self.epoch}, batch {self.batch_in_epoch}) on '
-            f'{"some process" if self.accelerator.num_processes > 1 else "this process"}: {terms}. Training '
-            f'stopped before the update; {kept}. Try a lower learning rate, more warm-up, optim.grad_clip, or '
+            f'Non-finite gradients in {run} consecutive steps up to iteration {self.iter} (epoch {self.epoch}); '
+            f'each was skipped ({int(self._nonfinite_total)} in all); last losses: {terms}. Training stopped; '
+            f'{self._kept_checkpoint()}. Try a lower learning rate, more warm-up, optim.grad_clip, or '
             f'mixed_precision=no.')
 
     def _log_train(self, sums: dict[str, torch.Tensor], count: int, t_iter: float, t_data: float,

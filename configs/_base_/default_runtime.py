@@ -22,5 +22,6 @@ train_cfg = dict(
     keep_ckpts=0,                 # also keep the last k epoch_N.pth / iter_N.pth files (0 = none)
     ema=None,                     # e.g. dict(momentum=0.0002): evaluate and export EMA weights
     early_stopping=None,          # e.g. dict(patience=3, min_delta=0.0) on the primary metric
+    max_nonfinite_steps=10,       # a step with NaN/Inf gradients is skipped; stop after this many in a row
 )
 work_dir = None                   # default work_dirs/<config file name>
