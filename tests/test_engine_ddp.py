@@ -47,6 +47,8 @@ def test_two_processes_match_one_process(tmp_path):
     ref = torch.load(tmp_path / 'one' / 'latest.pth', weights_only=True)
     assert two['iter'] == ref['iter'] == 8
     assert len(two['rng']) == 2  # one random state per process
+    # model-side randomness (dropout) is seeded per process: the states differ
+    assert not torch.equal(two['rng'][0]['torch'], two['rng'][1]['torch'])
     for key, value in ref['model'].items():
         assert torch.allclose(value, two['model'][key], atol=1e-5, rtol=0), key
     with open(tmp_path / 'two' / 'log.jsonl') as f:

@@ -199,3 +199,28 @@ def test_cfg_options_reach_trainer_and_early_stopping(tmp_path, capsys):
     assert torch.load(tmp_path / 'w' / 'best.pth', weights_only=True)['iter'] == 2
     out = capsys.readouterr().out
     assert 'Early stopping' in out and 'toy summary: 7 samples' in out and 'neg_mse' in out
+
+
+def test_checkpoint_is_written_before_evaluation_and_resume_runs_the_missed_one(tmp_path, monkeypatch):
+    """An evaluation that fails (a missing val image, a metric bug) loses no training: the epoch's checkpoint is
+    already on disk, and --resume runs the evaluation that did not finish before training on."""
+    import engine_toy
+    cfg = write_cfg(tmp_path, schedule="dict(by_epoch=True, max_epochs=2, warmup_iters=0)",
+                    train_cfg="dict(eval_interval=1, checkpoint_interval=1)")
+    real_compute = engine_toy.ToyMetric.compute
+
+    def broken(self):
+        raise RuntimeError('evaluation failed')
+    monkeypatch.setattr(engine_toy.ToyMetric, 'compute', broken)
+    trainer = Trainer(load_config(cfg))
+    with pytest.raises(RuntimeError, match='evaluation failed'):
+        trainer.train()
+    ckpt = torch.load(os.path.join(trainer.work_dir, 'latest.pth'), weights_only=True)
+    assert ckpt['iter'] == 4 and ckpt['epoch'] == 1 and ckpt['evaluated_iter'] == -1
+
+    monkeypatch.setattr(engine_toy.ToyMetric, 'compute', real_compute)
+    resumed = Trainer(load_config(cfg), resume=True)
+    resumed.train()
+    vals = [r for r in read_log(resumed.work_dir) if r['mode'] == 'val']
+    assert [v['iter'] for v in vals] == [4, 8]  # the missed evaluation first, then the next epoch's
+    assert torch.load(os.path.join(trainer.work_dir, 'best.pth'), weights_only=True)['iter'] in (4, 8)
