@@ -180,3 +180,30 @@ def test_sigint_sigterm_save_interrupted_and_exit_with_one_line(tmp_path, demo_d
     state = torch.load(tmp_path / 'int' / 'interrupted.pth', weights_only=True)
     assert 2 <= state['iter'] < 400
     assert torch.load(tmp_path / 'int' / 'latest.pth', weights_only=True)['iter'] == state['iter']
+
+
+def test_vqa_flip_is_keyed_by_image_whatever_worker_batch_or_rank_loads_it(demo_data):
+    """The question-aware flip (and the image's augmentation) is one draw per (seed, epoch, image): questions of
+    one image agree, and the draws do not change with the number of workers, the batching or the rank."""
+    from attnkit.builder import build_dataset
+    ds = build_dataset(dict(type='VQAv2Dataset', img_dir=demo_data['img_dir'], img_name_template='{image_id:06d}.jpg',
+                            pipeline=[dict(type='Resize', height=32, width=32), dict(type='ColorJitter', p=1.0)],
+                            questions_file=demo_data['vqa_train_questions'],
+                            annotations_file=demo_data['vqa_train_annotations'], answer_min_count=1, flip_prob=0.5))
+
+    def views(world, workers, epoch=0):
+        seen = {}
+        for rank in range(world):
+            sampler = ShardedBatchSampler(len(ds), 8, world_size=world, rank=rank, seed=0)
+            for batch in build_train_loader(ds, sampler, workers, seed=0, epoch=epoch):
+                for meta, k in zip(batch['metas'], batch['image_index'].tolist()):
+                    seen.setdefault(meta['image_id'], set()).add(
+                        (meta['flipped'], float(batch['images'][k].float().sum())))
+        return seen
+
+    one = views(1, 0)
+    assert all(len(v) == 1 for v in one.values())  # every question of an image saw the same view
+    flips = [next(iter(v))[0] for v in one.values()]
+    assert 0 < sum(flips) < len(flips)  # the flip is drawn: some images flipped, some not
+    assert views(1, 2) == one and views(2, 0) == one
+    assert views(1, 0, epoch=1) != one
