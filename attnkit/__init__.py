@@ -1,8 +1,25 @@
 """attnkit: attention-augmented CNN backbones, necks and heads for detection, segmentation and VQA."""
 import os as _os
+import sys as _sys
 
-_os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
-_os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+def _import_albumentations_without_update_check() -> None:
+    """albumentations asks PyPI for a newer version when it is imported unless NO_ALBUMENTATIONS_UPDATE is set:
+    set it for that one import and put the user's environment back (importing attnkit changes no variable)."""
+    if 'albumentations' in _sys.modules:
+        return
+    before = _os.environ.get('NO_ALBUMENTATIONS_UPDATE')
+    _os.environ['NO_ALBUMENTATIONS_UPDATE'] = '1'
+    try:
+        import albumentations  # noqa: F401
+    finally:
+        if before is None:
+            del _os.environ['NO_ALBUMENTATIONS_UPDATE']
+        else:
+            _os.environ['NO_ALBUMENTATIONS_UPDATE'] = before
+
+
+_import_albumentations_without_update_check()
 
 from . import attention, backbones, necks, heads, tasks, evaluation  # noqa: E402,F401  (registers parts)
 from .builder import (build_attention, build_backbone, build_dataset, build_evaluator, build_head,  # noqa: E402

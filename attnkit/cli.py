@@ -1,7 +1,8 @@
 """The ``attnkit`` command: train | test | infer | data demo | bench | demo.
 
-Errors the user can fix (bad config key, missing data, a checkpoint of another model) print one line
-``error: ...`` on stderr and exit with code 2; ``ATTNKIT_DEBUG=1`` shows the stack trace instead.
+Every failure prints one line ``error: ...`` (under 300 characters) on stderr and exits with code 2: errors the
+user can fix (bad config key, missing data, a checkpoint of another model, an unwritable work dir) name the file
+or key; anything unexpected is named by its exception type. ``ATTNKIT_DEBUG=1`` shows the stack trace instead.
 
 Many GPUs or nodes: ``accelerate launch -m attnkit train CONFIG`` (every process runs this same command).
 """
@@ -12,16 +13,30 @@ import importlib
 import json
 import os
 import sys
+import warnings
 from typing import Any, Sequence
 
 __all__ = ['main', 'build_parser']
+
+MAX_ERROR_CHARS = 299  # an error line (``error: ...``) is at most this long
+
+
+class UsageError(Exception):
+    """A command line argparse rejects (exit code 2, one line)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one ``error:`` line (no usage block); subparsers are the same."""
+
+    def error(self, message: str) -> Any:  # argparse calls this and expects it not to return
+        raise UsageError(f'{message} (see {self.prog} --help)')
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(prog='attnkit', description='Attention-augmented CNNs for detection, '
-                                     'segmentation and VQA: train, test, infer.')
+    parser = _Parser(prog='attnkit', description='Attention-augmented CNNs for detection, '
+                     'segmentation and VQA: train, test, infer.')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
     p = sub.add_parser('train', help='train a model from a config')
@@ -38,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('checkpoint', help='a .pth checkpoint or model.safetensors')
     p.add_argument('--out', help="write the evaluator's results file (COCO/VQA JSON) or the metrics JSON here")
     p.add_argument('--amp', choices=('fp16', 'bf16'), help='mixed precision for inference')
+    p.add_argument('--device', help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
 
     p = sub.add_parser('infer', help='run a model on images and write pictures of its predictions')
@@ -46,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('images', nargs='+', metavar='IMAGE')
     p.add_argument('--question', help='the question (VQA models)')
     p.add_argument('--out', default='outputs', help='output folder (default: outputs)')
+    p.add_argument('--device', help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
 
     p = sub.add_parser('data', help='data utilities')
@@ -79,12 +96,52 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine import Trainer
     cfg = _load_cfg(args.config, args.cfg_options)
     trainer = Trainer(cfg, work_dir=args.work_dir, resume=args.resume, mixed_precision=args.amp)
-    metrics = trainer.train()
+    try:
+        metrics = trainer.train()
+    except (OSError, RuntimeError) as exc:
+        error = _work_dir_error(exc, trainer.work_dir)
+        if error is exc:
+            raise
+        raise error from exc
     if trainer.is_main:
         if metrics:
             print('final: ' + ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
         print(f'checkpoints and logs in {trainer.work_dir}')
     return 0
+
+
+def _work_dir_error(exc: BaseException, work_dir: str) -> BaseException:
+    """A failed write of a checkpoint or log under ``work_dir`` (read-only, full disk) as one sentence naming the
+    file or folder; other errors are returned unchanged."""
+    from .errors import AttnkitError
+    if isinstance(exc, OSError):
+        name = os.fspath(exc.filename) if exc.filename else work_dir
+        if exc.filename and not os.path.abspath(name).startswith(os.path.abspath(work_dir)):
+            return exc  # not the work dir (e.g. a data file): the OSError names its own file
+        return AttnkitError(f'Cannot write {name!r} in work dir {work_dir!r}: '
+                            f'{exc.strerror or exc} (is the folder read-only, or the disk full?)')
+    text = str(exc).strip()
+    if _raised_by_save(exc):  # torch.save's C++ writer: 'unexpected pos', 'iostream error', 'file write failed'
+        return AttnkitError(f'Cannot write a checkpoint in work dir {work_dir!r}: torch.save failed '
+                            f'({text.splitlines()[0][:100] if text else type(exc).__name__}); is the folder '
+                            'read-only, or the disk full?')
+    return exc
+
+
+def _raised_by_save(exc: BaseException) -> bool:
+    """Whether ``exc`` (or the exception it was raised from) came out of torch.save or safetensors' save_file."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        while tb is not None:
+            name, file = tb.tb_frame.f_code.co_name, tb.tb_frame.f_code.co_filename
+            if ((name in ('save', '_save') and file.endswith(os.path.join('torch', 'serialization.py')))
+                    or (name == 'save_file' and 'safetensors' in file)):
+                return True
+            tb = tb.tb_next
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -96,6 +153,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     from .engine.utils import resolve_channels_last
     from .errors import ConfigError
     import torch
+    if args.out and (os.path.isdir(args.out) or args.out.endswith(('/', os.sep))):
+        raise ConfigError(f'--out {args.out!r} is a folder; give a file name, e.g. '
+                          f"{os.path.join(args.out, 'results.json')!r}.")
     cfg = _load_cfg(args.config, args.cfg_options)
     data = cfg.get('data') or {}
     part = data.get('test') or data.get('val')
@@ -108,7 +168,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     from accelerate.state import AcceleratorState, GradientState
     AcceleratorState._reset_state()  # an earlier Trainer in this process may have used another precision
     GradientState._reset_state()
-    accelerator = Accelerator(mixed_precision=args.amp or config_mp)  # None: accelerate launch's setting or 'no'
+    from .engine.utils import resolve_device
+    device = resolve_device(args.device) if args.device else None  # None: accelerate's choice (cuda if any)
+    if device is not None and device.type == 'cuda' and device.index is not None:
+        torch.cuda.set_device(device.index)
+    accelerator = Accelerator(mixed_precision=args.amp or config_mp,  # None: accelerate launch's setting or 'no'
+                              cpu=device is not None and device.type == 'cpu')
     model = load_model(cfg, args.checkpoint).to(accelerator.device)
     channels_last = resolve_channels_last(runtime.get('channels_last', 'auto'), next(model.parameters()).device,
                                           training=False)
@@ -137,18 +202,22 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from .engine import load_model
-    from .errors import ConfigError
+    from .errors import ConfigError, DataError
     from .registry import INFERENCERS
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ConfigError(f'--out {args.out!r} is a file; infer writes its pictures into a folder.')
     cfg = _load_cfg(args.config, args.cfg_options)
     for image in args.images:
         if not os.path.isfile(image):
-            raise FileNotFoundError(f'Image {image!r} does not exist.')
+            raise DataError(f'Image {image!r} given to attnkit infer does not exist.')
     model_type = cfg['model'].get('type')
     infer = INFERENCERS.get(model_type) if isinstance(model_type, str) else None
     if infer is None:
         known = ', '.join(sorted(INFERENCERS.module_dict)) or 'none'
         raise ConfigError(f'No inferencer for model type {model_type!r} (inferencers exist for: {known}).')
-    model = load_model(cfg, args.checkpoint)
+    from .engine.utils import resolve_device
+    device = resolve_device(args.device)  # default: cuda when available, else cpu
+    model = load_model(cfg, args.checkpoint).to(device)
     files = infer(model, cfg, list(args.images), args.out, question=args.question)
     for f in files or []:
         print(f)
@@ -192,30 +261,70 @@ COMMANDS = {'train': cmd_train, 'test': cmd_test, 'infer': cmd_infer, 'data': cm
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
-    os.environ.setdefault('HF_HUB_OFFLINE', '1')
+    os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')  # this process only: no PyPI query on import
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) >= 2 and argv[0] == 'bench' and not argv[1].startswith('-'):
-        args = argparse.Namespace(command='bench', kind=argv[1], args=argv[2:])  # KIND's own options pass through
-    elif argv and argv[0] == 'demo':
-        args = argparse.Namespace(command='demo', args=argv[1:])
-    else:
-        args = build_parser().parse_args(argv)
+    debug = bool(os.environ.get('ATTNKIT_DEBUG'))
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.showwarning = _show_warning  # one line per warning, so stderr stays readable
+        try:
+            if len(argv) >= 2 and argv[0] == 'bench' and not argv[1].startswith('-'):
+                args = argparse.Namespace(command='bench', kind=argv[1], args=argv[2:])  # KIND's options pass through
+            elif argv and argv[0] == 'demo':
+                args = argparse.Namespace(command='demo', args=argv[1:])
+            else:
+                try:
+                    args = build_parser().parse_args(argv)
+                except ValueError as exc:  # mmengine's DictAction on a --cfg-options item without '='
+                    raise UsageError(f'cannot read the command line ({exc}): --cfg-options takes KEY=VALUE '
+                                     'items') from exc
+            return COMMANDS[args.command](args)
+        except KeyboardInterrupt:  # a second Ctrl-C during training, or Ctrl-C anywhere else
+            if debug:
+                raise
+            print('error: interrupted (SIGINT)', file=sys.stderr, flush=True)
+            return 130
+        except Exception as exc:  # every failure: one line ``error: ...`` on stderr, exit code 2
+            if debug:
+                raise
+            print(error_line(exc), file=sys.stderr, flush=True)
+            signum = getattr(exc, 'signum', None)  # TrainingInterrupted: the shell's code for the signal
+            return 128 + int(signum) if isinstance(signum, int) else 2
+
+
+def error_line(exc: BaseException) -> str:
+    """``error: <what went wrong>`` in one line of at most MAX_ERROR_CHARS characters.
+
+    attnkit's own errors (bad config, data, checkpoint) and command-line errors are printed as they are; an
+    OSError names its file; anything else is an unexpected failure, named by its type.
+    """
     from .errors import AttnkitError
-    try:
-        return COMMANDS[args.command](args)
-    except (AttnkitError, FileNotFoundError) as exc:
-        if os.environ.get('ATTNKIT_DEBUG'):
-            raise
-        message = ' '.join(str(exc).split()) if isinstance(exc, AttnkitError) else _file_message(exc)
-        print(f'error: {message}', file=sys.stderr, flush=True)
-        return 2
+    if isinstance(exc, (AttnkitError, UsageError)):
+        message = str(exc)
+    elif isinstance(exc, OSError):
+        message = _file_message(exc)
+    else:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
+        message = (f'{type(exc).__name__}: {first} (an unexpected failure: ATTNKIT_DEBUG=1 shows where)'
+                   if first else f'{type(exc).__name__} (an unexpected failure: ATTNKIT_DEBUG=1 shows where)')
+    line = 'error: ' + ' '.join(message.split())
+    if len(line) > MAX_ERROR_CHARS:  # keep the start (what and which file) and the end (the reason)
+        tail = 90
+        line = line[: MAX_ERROR_CHARS - tail - 5] + ' ... ' + line[-tail:]
+    return line
 
 
-def _file_message(exc: FileNotFoundError) -> str:
+def _file_message(exc: OSError) -> str:
     if exc.filename:
-        return f'{exc.strerror or "No such file"}: {exc.filename}'
-    return ' '.join(str(exc).split())
+        reason = exc.strerror or type(exc).__name__
+        target = f' -> {exc.filename2}' if getattr(exc, 'filename2', None) else ''
+        return f'{reason}: {os.fspath(exc.filename)}{target}'
+    return f'{type(exc).__name__}: {exc}'
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
 
 
 if __name__ == '__main__':

@@ -23,7 +23,7 @@ def _box_image(h=64, w=96):
     return img
 
 
-RAW = dict(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))  # no normalisation: pixel values stay 0..255
+RAW: dict = {}  # the pipeline returns the uint8 pixel values (the model normalises)
 
 
 @pytest.mark.parametrize('transforms', [
@@ -102,11 +102,11 @@ def test_coco_unknown_category_and_missing_image(tmp_path):
     _write_coco(tmp_path, [{'id': 1, 'image_id': 1, 'category_id': 1, 'bbox': [1, 1, 5, 5], 'iscrowd': 0}])
     with pytest.raises(DataError, match="not one of the model's classes"):
         CocoDetection(str(tmp_path / 'ann.json'), str(tmp_path), metainfo={'classes': ['a', 'z']})
+    with pytest.raises(DataError, match=r"ann\.json.*1 listed image file\(s\) do not exist.*1\.jpg"):
+        CocoDetection(str(tmp_path / 'ann.json'), str(tmp_path), metainfo={'classes': ['b', 'a']})  # at build
+    (tmp_path / '1.jpg').write_bytes(b'not a jpeg')
     ds = CocoDetection(str(tmp_path / 'ann.json'), str(tmp_path), metainfo={'classes': ['b', 'a']})
     assert ds.cat_ids == [2, 1] and ds.get_ann_info(0)['labels'].tolist() == [1]
-    with pytest.raises(DataError, match=r"1\.jpg.*does not exist"):
-        ds[0]
-    (tmp_path / '1.jpg').write_bytes(b'not a jpeg')
     with pytest.raises(DataError, match=r"1\.jpg.*cannot be read"):
         ds[0]
 

@@ -94,8 +94,8 @@ def test_detector_channels_last_and_bf16_autocast():
                head=dict(type='FCOSHead', feat_channels=16, stacked_convs=1, strides=STRIDES, regress_ranges=RANGES))
     model = build_model(cfg, metainfo={'classes': ['a', 'b']}).to(memory_format=torch.channels_last)
     assert model.head.num_classes == 2 and model.head.cls_logits.in_channels == 16
-    images = torch.randn(2, 3, 64, 64)
-    feats = model.extract_feats(images)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)  # the batch contract: uint8 pixels
+    feats = model.extract_feats(model.normalizer(images))
     assert all(f.is_contiguous(memory_format=torch.channels_last) for f in feats)
     batch = {'images': images, 'boxes': [torch.tensor([[4., 4., 40., 30.]]), torch.zeros(0, 4)],
              'labels': [torch.tensor([1]), torch.zeros(0, dtype=torch.long)],

@@ -42,6 +42,7 @@ def _batch(n: int = 2, h: int = 64, w: int = 64) -> dict:
     masks = blocks.repeat_interleave(8, 1).repeat_interleave(8, 2)
     colours = torch.tensor([[-1.0, -1, -1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1], [1, 1, -1]])
     images = colours[masks].permute(0, 3, 1, 2) + 0.1 * torch.randn(n, 3, h, w, generator=g)
+    images = (128 + 60 * images).round().clamp(0, 255).to(torch.uint8)  # uint8 pixels: the model normalises
     masks[:, :4] = 255
     metas = [{'img_size': (h, w), 'ori_size': (h, w)} for _ in range(n)]
     return {'images': images.contiguous(), 'masks': masks, 'metas': metas}

@@ -92,3 +92,39 @@ def test_evaluator_from_annotation_file_and_test_split(tmp_path):
     (tmp_path / 'q.json').write_text(json.dumps({'questions': []}))
     with pytest.raises(DataError, match="no 'annotations'"):
         load_ground_truth(tmp_path / 'q.json')
+
+
+def test_master_and_legacy_rules_differ_where_the_scripts_do():
+    # references by hand: leave-one-out mean of min(1, matches among the other nine / 3)
+    # 1) ten 'yes' against 'Yes': master compares unanimous answers raw (0); legacy always lower-cases the
+    #    prediction and leaves unanimous answers alone -> 'yes' matches all ten (1)
+    assert vqa_accuracy('Yes', ['yes'] * 10) == 0.0
+    assert vqa_accuracy('Yes', ['yes'] * 10, legacy=True) == 1.0
+    # 2) 'two' x4 + 'three' x6 against 'two': master turns every answer into digits -> 4 matches -> 1.0;
+    #    legacy turns only the prediction into '2' and the human 'two's stay -> 0
+    gts = ['two'] * 4 + ['three'] * 6
+    assert vqa_accuracy('two', gts) == 1.0
+    assert vqa_accuracy('two', gts, legacy=True) == 0.0
+    # 3) 'a dog' x3 + 'cat' x7 against 'dog': master drops the article of the humans' answers -> 3 matches:
+    #    (3 * 2/3 + 7 * 1) / 10 = .9; legacy keeps 'a dog' (punctuation only) -> 0
+    gts = ['a dog'] * 3 + ['cat'] * 7
+    assert vqa_accuracy('dog', gts) == pytest.approx(0.9)
+    assert vqa_accuracy('dog', gts, legacy=True) == 0.0
+    # 4) punctuation of the humans' answers is handled by both: 'yes.' x2 + 'yes' + 'no' x7 against 'yes'
+    #    -> 3 matches -> (3 * 2/3 + 7) / 10 = .9 in both
+    gts = ['yes.', 'yes.', 'yes'] + ['no'] * 7
+    assert vqa_accuracy('yes', gts) == pytest.approx(0.9)
+    assert vqa_accuracy('yes', gts, legacy=True) == pytest.approx(0.9)
+    # 5) whitespace: legacy does not clean the humans' answers -> ' cat' x2 + 'cat' + 'dog' x7 against 'cat':
+    #    master 3 matches (.9); legacy 1 match: (1 * 0 + 9 * 1/3) / 10 = .3
+    gts = [' cat', ' cat', 'cat'] + ['dog'] * 7
+    assert vqa_accuracy('cat', gts) == pytest.approx(0.9)
+    assert vqa_accuracy('cat', gts, legacy=True) == pytest.approx(0.3)
+
+
+def test_evaluator_legacy_switch():
+    ds = _GT({1: (['yes'] * 10, 'yes/no'), 2: (['two'] * 4 + ['three'] * 6, 'number')})
+    for legacy, expected in ((False, (0 + 1) / 2), (True, (1 + 0) / 2)):
+        ev = build(METRICS, dict(type='VQAAccuracy', legacy=legacy), dataset=ds)
+        ev.process({}, [{'question_id': 1, 'answer': 'Yes'}, {'question_id': 2, 'answer': 'two'}])
+        assert ev.compute()['accuracy'] == pytest.approx(expected)

@@ -200,8 +200,8 @@ def _tiny_vqa_model(**kwargs):
 def test_concat_grid_fusion_and_one_backbone_pass_per_image():
     torch.manual_seed(0)
     model = _tiny_vqa_model(grid_fusion='concat').eval()
-    images = torch.randn(2, 3, 64, 64)
-    grid = model.image_grid(images)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)  # the batch contract: uint8 pixels
+    grid = model.image_grid(model.normalizer(images))
     assert grid.shape == (2, 8 + 32, 4, 4)  # layer1 (8 ch) pooled to layer3's 4x4, then layer3 (32 ch)
     ids, mask = torch.tensor([[2, 3], [2, 3], [2, 0]]), torch.tensor([[1, 1], [1, 1], [1, 0]])
     shared = model.forward_logits({'images': images, 'image_index': torch.tensor([0, 1, 0]), 'input_ids': ids,
@@ -209,7 +209,7 @@ def test_concat_grid_fusion_and_one_backbone_pass_per_image():
     repeated = model.forward_logits({'images': images[[0, 1, 0]], 'input_ids': ids,
                                      'attention_mask': mask})['logits']
     assert torch.allclose(shared, repeated, atol=1e-5)
-    assert _tiny_vqa_model().image_grid(images).shape == (2, 32, 4, 4)  # 'last': layer3 only
+    assert _tiny_vqa_model().image_grid(model.normalizer(images)).shape == (2, 32, 4, 4)  # 'last': layer3 only
     with pytest.raises(Exception, match="grid_fusion must be 'last' or 'concat'"):
         _tiny_vqa_model(grid_fusion='sum')
 

@@ -85,7 +85,9 @@ def _attnkit_runner(size: int, batch: int, bf16: bool, attention: str | None, ch
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    images = torch.stack([torch.rand(3, size, size, generator=torch.Generator().manual_seed(i)) for i in range(batch)])
+    # the same pixels as torchvision's float images, as the uint8 batch attnkit's collate gives (model normalises)
+    images = torch.stack([(torch.rand(3, size, size, generator=torch.Generator().manual_seed(i)) * 255).round()
+                          .to(torch.uint8) for i in range(batch)])
     boxes, labels = _targets(batch, size)
     meta = {'ori_size': (size, size), 'img_size': (size, size), 'scale_factor': (1.0, 1.0)}
     batch_dict = {'images': images, 'boxes': boxes, 'labels': labels,

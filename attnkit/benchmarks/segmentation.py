@@ -55,15 +55,22 @@ def _attnkit_model(config: str, torchvision_head: bool) -> nn.Module:
 
 
 class _TorchvisionFCN(nn.Module):
-    """torchvision's FCN with the same loss as attnkit's (CE, ignore 255, aux weight 0.4) for a training step."""
+    """torchvision's FCN with the same loss as attnkit's (CE, ignore 255, aux weight 0.4) for a training step.
+
+    It normalises the uint8 batch with the same :class:`ImageNormalizer` as attnkit's models (torchvision's
+    segmentation models expect normalised input), so both sides do the same work.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         from torchvision.models.segmentation import fcn_resnet50
+
+        from ..data.normalize import ImageNormalizer
         self.net = fcn_resnet50(weights=None, weights_backbone=None, aux_loss=True, num_classes=NUM_CLASSES)
+        self.normalizer = ImageNormalizer()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:
-        out = self.net(batch['images'])
+        out = self.net(self.normalizer(batch['images']))
         if not self.training:
             return out['out'].argmax(1)
         ce = nn.functional.cross_entropy
@@ -94,7 +101,7 @@ def _step_fn(model: nn.Module, batch: dict, train: bool, bf16: bool) -> Callable
 def _speed(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     n, s = args.batch, args.size
-    images = torch.randn(n, 3, s, s)
+    images = torch.randint(0, 256, (n, 3, s, s), dtype=torch.uint8)  # the batch contract: uint8 pixels
     masks = torch.randint(0, NUM_CLASSES, (n, s, s))
     metas = [{'img_size': (s, s), 'ori_size': (s, s)} for _ in range(n)]
     contenders: dict[str, tuple[nn.Module, bool]] = {

@@ -84,7 +84,8 @@ def _synthetic_batch(metainfo: dict, batch: int, size: int, length: int,
     targets = torch.zeros(batch, len(metainfo['answers']))
     targets[torch.arange(batch), torch.randint(len(metainfo['answers']), (batch,))] = 1.0
     num_images = -(-batch // questions_per_image)
-    out = {'images': torch.randn(num_images, 3, size, size).contiguous(memory_format=torch.channels_last),
+    images = torch.randint(0, 256, (num_images, 3, size, size), dtype=torch.uint8)  # uint8: the model normalises
+    out = {'images': images.contiguous(memory_format=torch.channels_last),
            'input_ids': torch.randint(2, vocab, (batch, length)),
            'attention_mask': torch.ones(batch, length, dtype=torch.long),
            'answer_scores': targets, 'question_ids': list(range(batch))}

@@ -1,4 +1,4 @@
-"""Batching samples: pad images (and label maps) to a multiple of ``size_divisor``."""
+"""Batching samples: pad uint8 images (with 0) and label maps (with 255) to a multiple of ``size_divisor``."""
 from __future__ import annotations
 
 import math
@@ -31,14 +31,15 @@ def collate(samples: Sequence[dict[str, Any]], size_divisor: int = 32, mask_pad_
     """Join samples into the batch dict of docs/design.md.
 
     Args:
-        samples: dicts with ``image`` (3, H, W) float, ``meta`` (dict) and any task keys: ``mask`` (H, W) long,
+        samples: dicts with ``image`` (3, H, W) uint8, ``meta`` (dict) and any task keys: ``mask`` (H, W) long,
             ``boxes`` (K, 4), ``labels`` (K,), ``ignore`` (K,), other tensors of equal shape (stacked) or
             other values (kept as lists).
         size_divisor: images and masks are padded (bottom/right) to a multiple of this.
         mask_pad_value: the label written into padding (the ignore index).
 
     Returns:
-        ``images`` (N, 3, H', W'), ``masks`` (N, H', W') when samples have masks, ``metas`` (list), lists
+        ``images`` (N, 3, H', W') uint8 padded with 0 (the model normalises them and zeroes the padding again,
+        see :mod:`attnkit.data.normalize`), ``masks`` (N, H', W') when samples have masks, ``metas`` (list), lists
         for boxes/labels/ignore, stacked tensors for the rest. Each meta gains ``pad_size`` (H', W').
     """
     batch: dict[str, Any] = {}
@@ -47,7 +48,7 @@ def collate(samples: Sequence[dict[str, Any]], size_divisor: int = 32, mask_pad_
         values = [s[key] for s in samples]
         name = _RENAME.get(key, key)
         if key == 'image':
-            batch[name] = pad_to_multiple(values, size_divisor, 0.0)
+            batch[name] = pad_to_multiple(values, size_divisor, 0)
         elif key == 'mask':
             batch[name] = pad_to_multiple(values, size_divisor, mask_pad_value)
         elif key in _LIST_KEYS:

@@ -164,8 +164,14 @@ def generate_demo_data(out_dir: str | os.PathLike = 'data/demo', num_train: int 
         ``vqa_root``, and per split (train, val) ``voc_{split}_list``, ``voc_seg_{split}_list``,
         ``coco_{split}_json``, ``vqa_{split}_questions``, ``vqa_{split}_annotations``.
 
-    The data set is written to a temporary sibling folder and renamed into place when complete, so an
-    interrupted run never leaves a folder that looks finished.
+    The data set is written to a temporary sibling folder and moved into place when complete (``meta.json``
+    last), so an interrupted run never leaves a folder that looks finished. Rewriting an earlier data set
+    replaces and removes only the files that generator wrote (listed in its ``meta.json``): other files in
+    ``out_dir`` stay.
+
+    Raises:
+        DataError: ``out_dir`` holds other files and no ``meta.json``, or a ``meta.json`` that does not say
+            which files the generator wrote.
     """
     for name, val, low in (('num_train', num_train, 1), ('num_val', num_val, 1), ('size', size, 32),
                            ('seed', seed, 0)):
@@ -182,6 +188,7 @@ def generate_demo_data(out_dir: str | os.PathLike = 'data/demo', num_train: int 
                                                               or os.path.isfile(paths['meta']))):
         raise DataError(f"Demo data folder {root!r} exists and is not a demo data set (no meta.json); "
                         'refusing to overwrite it. Choose another out_dir or remove it.')
+    old_files = _written_files(paths['meta']) if os.path.isfile(paths['meta']) else None
     parent = os.path.dirname(root)
     os.makedirs(parent, exist_ok=True)
     tmp_root = os.path.join(parent, f'.{os.path.basename(root)}.tmp-{os.getpid()}')
@@ -199,25 +206,105 @@ def generate_demo_data(out_dir: str | os.PathLike = 'data/demo', num_train: int 
                 'classes': list(CLASSES), 'colours': list(COLOURS),
                 'category_ids': {c: i + 1 for i, c in enumerate(CLASSES)},
                 'image_ids': {'train': [1, num_train], 'val': [num_train + 1, num_train + num_val]},
-                'counts': {'train': train_counts, 'val': val_counts}}
+                'counts': {'train': train_counts, 'val': val_counts},
+                'files': _list_files(tmp_root)}  # what this generator wrote: the only files a rerun removes
         write_json(tmp['meta'], meta)  # written last: its presence marks a complete data set
-        old = None
-        if os.path.exists(root):
-            old = os.path.join(parent, f'.{os.path.basename(root)}.old-{os.getpid()}')
-            os.replace(root, old)
-        try:
-            os.replace(tmp_root, root)
-        except OSError:
-            # another process (e.g. a second rank) finished the same data set first: keep theirs
-            if not _matches(paths['meta'], args):
-                raise
-            shutil.rmtree(tmp_root, ignore_errors=True)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        if old_files is None:  # absent or empty folder: rename the finished data set into place
+            try:
+                os.replace(tmp_root, root)
+            except OSError:
+                # another process (e.g. a second rank) finished the same data set first: keep theirs
+                if not _matches(paths['meta'], args):
+                    raise
+        else:
+            _replace_files(tmp_root, root, old_files, meta['files'])
+        shutil.rmtree(tmp_root, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp_root, ignore_errors=True)
         raise
     return paths
+
+
+def _list_files(root: str) -> list[str]:
+    """The files under ``root`` as sorted '/'-separated relative paths, ``meta.json`` excluded."""
+    out = []
+    for dirpath, _, names in os.walk(root):
+        out += [os.path.relpath(os.path.join(dirpath, n), root).replace(os.sep, '/') for n in names]
+    return sorted(f for f in out if f != 'meta.json')
+
+
+def _layout_files(num_train: int, num_val: int) -> list[str]:
+    """The files a generator without a ``files`` list in ``meta.json`` wrote for these counts."""
+    files = []
+    for i in range(1, num_train + num_val + 1):
+        files += [f'voc/JPEGImages/{i:06d}.jpg', f'voc/Annotations/{i:06d}.xml', f'voc/SegmentationClass/{i:06d}.png']
+    for split in ('train', 'val'):
+        files += [f'voc/ImageSets/Main/{split}.txt', f'voc/ImageSets/Segmentation/{split}.txt',
+                  f'coco/annotations/instances_{split}.json', f'vqa/v2_OpenEnded_mscoco_{split}_questions.json',
+                  f'vqa/v2_mscoco_{split}_annotations.json']
+    return sorted(files)
+
+
+def _written_files(meta_path: str) -> list[str]:
+    """The files the generator of an existing data set wrote (relative paths), from its ``meta.json``."""
+    try:
+        with open(meta_path, encoding='utf-8') as f:
+            meta = json.load(f)
+        generator = meta.get('generator')
+    except (OSError, ValueError, AttributeError) as exc:
+        raise DataError(f"Demo data folder {os.path.dirname(meta_path)!r}: {meta_path!r} cannot be read "
+                        f'({type(exc).__name__}: {exc}); refusing to delete anything.') from exc
+    if generator != 'attnkit.data.demo':
+        raise DataError(f"Demo data folder {os.path.dirname(meta_path)!r} has a meta.json that attnkit's demo "
+                        'generator did not write; refusing to overwrite it. Choose another out_dir.')
+    try:
+        if isinstance(meta.get('files'), list):
+            files = [str(p) for p in meta['files']]
+        else:  # written before meta.json listed its files: the fixed layout of its counts
+            files = _layout_files(int(meta['args']['num_train']), int(meta['args']['num_val']))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise DataError(f"Demo data folder {os.path.dirname(meta_path)!r}: {meta_path!r} does not say which files "
+                        f'the generator wrote ({type(exc).__name__}: {exc}); refusing to delete anything. '
+                        'Choose another out_dir or remove it.') from exc
+    for p in files:
+        if os.path.isabs(p) or '..' in p.split('/'):
+            raise DataError(f"Demo data folder {os.path.dirname(meta_path)!r}: {meta_path!r} lists {p!r}, which "
+                            'is not a file inside the folder; refusing to delete anything.')
+    return files
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:  # another rank rewriting the same data set removed it first
+        pass
+
+
+def _replace_files(src_root: str, root: str, old_files: list[str], new_files: list[str]) -> None:
+    """Move ``new_files`` from ``src_root`` into ``root``, then delete ``old_files`` not rewritten (and folders
+    left empty by that); ``meta.json`` goes first and comes back last. Other files in ``root`` are not touched."""
+    meta = os.path.join(root, 'meta.json')
+    _remove(meta)  # the folder no longer looks finished until the new meta.json is in place
+    for rel in new_files:
+        dst = os.path.join(root, *rel.split('/'))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.replace(os.path.join(src_root, *rel.split('/')), dst)
+    keep = set(new_files)
+    folders = set()
+    for rel in old_files:
+        if rel in keep:
+            continue
+        path = os.path.join(root, *rel.split('/'))
+        if os.path.isfile(path) or os.path.islink(path):
+            _remove(path)
+        parts = rel.split('/')[:-1]
+        folders.update('/'.join(parts[:k]) for k in range(1, len(parts) + 1))
+    for rel in sorted(folders, key=len, reverse=True):
+        try:
+            os.rmdir(os.path.join(root, *rel.split('/')))  # only when empty: a user's file keeps its folder
+        except OSError:
+            pass
+    os.replace(os.path.join(src_root, 'meta.json'), meta)
 
 
 def main(argv: list[str] | None = None) -> int:

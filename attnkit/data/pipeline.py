@@ -7,26 +7,23 @@ A pipeline config is a list of transform dicts. Each ``type`` is looked up first
     pipeline = [dict(type='HorizontalFlip', p=0.5), dict(type='ColorJitter', p=0.5)]
 
 :class:`Pipeline` runs the transforms on an image with its boxes and/or mask kept consistent, then
-normalises and converts to tensors. Boxes are ``pascal_voc`` format (x1, y1, x2, y2 in pixels).
+converts to tensors: the image stays uint8 (normalisation is the model's, see :mod:`attnkit.data.normalize`).
+Boxes are ``pascal_voc`` format (x1, y1, x2, y2 in pixels).
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping, Sequence
-
-os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
 
 import albumentations as A  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ..errors import ConfigError  # noqa: E402
+from .randomness import current_seed  # noqa: E402
 from ..registry import TRANSFORMS, closest_names  # noqa: E402
+from .normalize import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402,F401  (re-exported)
 
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'build_transform', 'Pipeline']
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_transform(cfg: Mapping[str, Any]) -> A.BasicTransform:
@@ -48,8 +45,21 @@ def build_transform(cfg: Mapping[str, Any]) -> A.BasicTransform:
         raise ConfigError(f"Transform {name!r}: {exc}") from exc
 
 
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    """A C-contiguous array with positive strides that ``torch.from_numpy`` accepts.
+
+    Flips and rotations leave negative strides, and ``np.ascontiguousarray`` keeps an array whose flags say
+    contiguous — which numpy decides ignoring the strides of size-1 dimensions (a 1-pixel-high or 1x1 image
+    rotated by RandomRotate90 keeps a negative stride there): copy whenever a stride is negative.
+    """
+    array = np.ascontiguousarray(array)
+    if any(s < 0 for s in array.strides):
+        array = array.copy(order='C')
+    return array
+
+
 class Pipeline:
-    """Augment, normalise and tensorise one sample.
+    """Augment and tensorise one sample (the image stays uint8: the model normalises it).
 
     Args:
         transforms: transform configs (see module docstring), or built albumentations transforms.
@@ -57,20 +67,24 @@ class Pipeline:
             ``labels`` and ``ignore``).
         min_visibility: boxes keeping less than this fraction of their area after a crop are dropped.
         min_area: boxes smaller than this many pixels after the transforms are dropped.
-        mean, std: normalisation, on a 0..1 scale.
+        mean, std: moved to the model: passing them raises ConfigError. Set ``model.normalize =
+            dict(mean=(...), std=(...))`` (0..255 scale) instead, so a checkpoint and its config infer alone.
     """
 
     def __init__(self, transforms: Sequence[Mapping[str, Any] | A.BasicTransform] = (), *, boxes: bool = False,
                  min_visibility: float = 0.0, min_area: float = 0.0,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+        if mean is not None or std is not None:
+            raise ConfigError('Pipeline mean/std moved to the model: images now stay uint8 until the model '
+                              'normalises them on its device. Remove mean/std from the pipeline and set '
+                              'model.normalize=dict(mean=(r, g, b), std=(r, g, b)) on a 0..255 scale '
+                              f'(given: mean={mean!r}, std={std!r}).')
         built = [t if isinstance(t, A.BasicTransform) else build_transform(t) for t in transforms]
         bbox_params = (A.BboxParams(format='pascal_voc', label_fields=['labels', 'ignore'],
                                     min_visibility=min_visibility, min_area=min_area, clip=True)
                        if boxes else None)
         self.boxes = boxes
         self.compose = A.Compose(built, bbox_params=bbox_params)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255.0
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255.0
 
     def __call__(self, image: np.ndarray, *, boxes: np.ndarray | None = None, labels: np.ndarray | None = None,
                  ignore: np.ndarray | None = None, mask: np.ndarray | None = None) -> dict[str, Any]:
@@ -83,7 +97,7 @@ class Pipeline:
             mask: (H, W) uint8/int label map.
 
         Returns:
-            ``image`` (3, H', W') float32 normalised, ``img_size`` (H', W'), and when given: ``boxes`` (K', 4)
+            ``image`` (3, H', W') uint8 (contiguous), ``img_size`` (H', W'), and when given: ``boxes`` (K', 4)
             float32, ``labels`` (K',) int64, ``ignore`` (K',) bool, ``mask`` (H', W') int64.
         """
         inputs: dict[str, Any] = {'image': image}
@@ -94,13 +108,20 @@ class Pipeline:
             inputs['ignore'] = np.zeros(k, bool) if ignore is None else np.asarray(ignore, bool)
         if mask is not None:
             inputs['mask'] = mask
+        seed = current_seed()  # inside SeededDataset: this sample's (seed, epoch, index) draws
+        if seed is not None:
+            self.compose.set_random_seed(seed % 2 ** 32)
         out = self.compose(**inputs)
-        img = torch.from_numpy(np.ascontiguousarray(out['image'])).permute(2, 0, 1).float()
-        result: dict[str, Any] = {'image': (img - self.mean) / self.std, 'img_size': tuple(img.shape[-2:])}
+        image = np.asarray(out['image'])
+        if image.dtype != np.uint8:
+            raise ConfigError(f'The pipeline must keep images uint8 (got {image.dtype}): drop Normalize/ToFloat '
+                              'transforms; the model normalises (model.normalize, 0..255 scale).')
+        img = torch.from_numpy(_contiguous(image.transpose(2, 0, 1)))  # (3, H', W') uint8
+        result: dict[str, Any] = {'image': img, 'img_size': tuple(img.shape[-2:])}
         if self.boxes:
             result['boxes'] = torch.as_tensor(np.asarray(out['bboxes'], np.float32).reshape(-1, 4))
             result['labels'] = torch.as_tensor(np.asarray(out['labels'], np.int64).reshape(-1))
             result['ignore'] = torch.as_tensor(np.asarray(out['ignore'], bool).reshape(-1))
         if mask is not None:
-            result['mask'] = torch.from_numpy(np.ascontiguousarray(out['mask']).astype(np.int64))
+            result['mask'] = torch.from_numpy(_contiguous(np.asarray(out['mask'])).astype(np.int64))
         return result

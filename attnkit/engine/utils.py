@@ -9,7 +9,7 @@ import torch
 from ..errors import ConfigError
 
 __all__ = ['DEFAULT_RUNTIME', 'DEFAULT_OPTIM', 'DEFAULT_SCHEDULE', 'DEFAULT_TRAIN_CFG', 'section',
-           'import_custom_modules', 'to_device']
+           'import_custom_modules', 'to_device', 'resolve_device']
 
 # The defaults of configs/_base_/default_runtime.py, used for keys a config leaves out.
 DEFAULT_RUNTIME: dict[str, Any] = dict(seed=0, deterministic=False, mixed_precision='no', channels_last='auto',
@@ -22,7 +22,7 @@ DEFAULT_SCHEDULE: dict[str, Any] = dict(by_epoch=True, max_epochs=12, max_iters=
                                         warmup_ratio=0.001, policy='step', milestones=(8, 11), gamma=0.1,
                                         power=0.9, min_lr_ratio=0.0)
 DEFAULT_TRAIN_CFG: dict[str, Any] = dict(eval_interval=1, checkpoint_interval=1, keep_ckpts=0, ema=None,
-                                         early_stopping=None)
+                                         early_stopping=None, max_nonfinite_steps=10)
 
 
 def section(cfg: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,7 +69,9 @@ def resolve_channels_last(setting: Any, device: torch.device, *, training: bool)
 def to_device(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
     """Move every tensor in ``obj`` (recursively through dicts, lists, tuples) to ``device``.
 
-    4-D float tensors under the key ``images`` become channels_last when ``channels_last`` is set.
+    Dtypes are kept: ``images`` (N, 3, H, W) cross as uint8 (a quarter of float32's bytes) and the model
+    normalises them on ``device``. The 4-D tensor under the key ``images`` becomes channels_last (on the
+    device, after the copy) when ``channels_last`` is set; the model's normaliser keeps that layout.
     """
     if isinstance(obj, torch.Tensor):
         return obj.to(device, non_blocking=True)
@@ -84,3 +86,32 @@ def to_device(obj: Any, device: torch.device, channels_last: bool = False) -> An
     if isinstance(obj, tuple):
         return tuple(to_device(v, device) for v in obj)
     return obj
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """The device of a ``--device`` option: ``None`` means CUDA when available, else the CPU.
+
+    Raises:
+        ConfigError: a name torch does not parse, or a device this machine does not have (no CUDA, a CUDA
+            index out of range, no MPS).
+    """
+    if name is None:
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"--device {name!r} is not a device name (use 'cpu', 'cuda' or 'cuda:N').") from exc
+    if device.type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f'--device {name}: CUDA is not available on this machine (torch {torch.__version__}, '
+                              f'CUDA build {torch.version.cuda or "none"}); use --device cpu.')
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f'--device {name}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1}).')
+    elif device.type == 'mps':
+        if not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
+            raise ConfigError(f'--device {name}: MPS is not available on this machine; use --device cpu.')
+    elif device.type != 'cpu':
+        raise ConfigError(f"--device {name}: unsupported device type {device.type!r} (use 'cpu', 'cuda' or "
+                          "'cuda:N').")
+    return device

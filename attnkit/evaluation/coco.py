@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,11 @@ class CocoMetric(BaseEvaluator):
     (:class:`CocoDetection`: iscrowd objects are handled by pycocotools); or a COCO object built in memory
     from ``dataset.get_ann_info`` (e.g. VOC: ignore/difficult objects become ``iscrowd=1``, category id =
     label + 1, string image ids numbered in dataset order). Only the images that were processed are evaluated.
+
+    Boxes are pixel-corner xyxy in original-image pixels (the readers' convention), written as COCO
+    ``[x, y, w, h]``; scores and boxes are evaluated unrounded (``results_json`` rounds, for the file only).
+    Predictions of a class the ground truth has no category for are left out with a warning (see
+    :meth:`_detections`); undefined values are -1, as pycocotools reports them.
 
     Args:
         dataset: the evaluated detection dataset.
@@ -87,18 +94,44 @@ class CocoMetric(BaseEvaluator):
         return self._id_map[img_id] if self._id_map is not None else int(img_id)
 
     # ------------------------------------------------------------------ results
-    def results_json(self) -> list[dict[str, Any]]:
-        """The detections in the COCO results format, with the original category ids."""
+    def _detections(self, rounded: bool) -> list[dict[str, Any]]:
+        """The detections as COCO result dicts (original category ids), in record order.
+
+        ``rounded``: boxes to 3 and scores to 5 decimals (for the results file only: rounding before the
+        evaluation would turn near-equal scores into ties and change the ranking). Detections of a class the
+        ground truth has no category for (``cat_ids[label] is None``: a checkpoint class absent from this
+        annotation file) are left out, with one warning naming the classes — pycocotools evaluates only the
+        ground truth's categories, so such detections could never count, exactly as for a listed category
+        with no objects.
+        """
         self._ground_truth()
-        out = []
+        out, absent = [], {}
+        classes = list(getattr(self.dataset, 'classes', []) or [])
         for r in self.results:
             image_id = self._image_id(r['img_id'])
             for box, score, label in zip(r['boxes'], r['scores'], r['labels']):
+                label = int(label)
+                cat_id = self._cat_ids[label] if 0 <= label < len(self._cat_ids) else None
+                if cat_id is None:
+                    name = classes[label] if 0 <= label < len(classes) else f'label {label}'
+                    absent[name] = absent.get(name, 0) + 1
+                    continue
                 x1, y1, x2, y2 = (float(v) for v in box)
-                out.append({'image_id': image_id, 'category_id': int(self._cat_ids[int(label)]),
-                            'bbox': [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
-                            'score': round(float(score), 5)})
+                bbox, score = [x1, y1, x2 - x1, y2 - y1], float(score)
+                if rounded:
+                    bbox, score = [round(v, 3) for v in bbox], round(score, 5)
+                out.append({'image_id': image_id, 'category_id': int(cat_id), 'bbox': bbox, 'score': score})
+        if absent:
+            warnings.warn(f"CocoMetric: {sum(absent.values())} detection(s) of class(es) "
+                          f"{', '.join(repr(n) for n in list(absent)[:5])} left out: the ground truth "
+                          f"{self.ann_file or getattr(self.dataset, 'ann_file', '')!r} has no such category.",
+                          UserWarning, stacklevel=3)
         return out
+
+    def results_json(self) -> list[dict[str, Any]]:
+        """The detections in the COCO results format, with the original category ids (boxes rounded to 3
+        decimals, scores to 5: for writing only; ``compute()`` evaluates the unrounded values)."""
+        return self._detections(rounded=True)
 
     def dump_results(self, path: str) -> str:
         """Write the COCO results JSON (original category ids) to ``path``; returns ``path``."""
@@ -108,24 +141,36 @@ class CocoMetric(BaseEvaluator):
         return path
 
     def compute(self) -> dict[str, float]:
-        """AP, AP50, AP75, APs, APm, APl as pycocotools computes them over the processed images."""
+        """AP, AP50, AP75, APs, APm, APl as pycocotools computes them over the processed images.
+
+        Scores and boxes are evaluated unrounded. As in pycocotools, a value is -1 where it is undefined (no
+        ground truth object in that size range) — also when there are no detections at all (then the defined
+        values are 0).
+        """
+        from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
         gt = self._ground_truth()
-        dets = self.results_json()
+        dets = self._detections(rounded=False)
         img_ids = sorted({self._image_id(r['img_id']) for r in self.results})
         self._eval = None
-        if not dets or not img_ids:
-            self._text = 'No detections.'
-            return {k: 0.0 for k in COCO_METRIC_NAMES}
+        if not img_ids:  # nothing evaluated (pycocotools would read an empty imgIds as "all images")
+            self._text = 'No images evaluated.'
+            return {k: -1.0 for k in COCO_METRIC_NAMES}
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            dt = gt.loadRes(dets)
+            if dets:
+                dt = gt.loadRes(dets)
+            else:  # loadRes cannot take an empty list: an empty result set with the ground truth's images
+                dt = COCO()
+                dt.dataset = {'images': list(gt.dataset.get('images', [])), 'annotations': [],
+                              'categories': copy.deepcopy(gt.dataset.get('categories', []))}
+                dt.createIndex()
             ev = COCOeval(gt, dt, 'bbox')
             ev.params.imgIds = img_ids
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-        self._eval, self._text = ev, buf.getvalue()
+        self._eval, self._text = ev, buf.getvalue() if dets else 'No detections.\n' + buf.getvalue()
         return {k: float(v) for k, v in zip(COCO_METRIC_NAMES, ev.stats[:6])}
 
     def per_class_ap(self) -> dict[str, tuple[float, float]]:

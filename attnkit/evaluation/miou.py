@@ -1,7 +1,9 @@
 """Semantic segmentation metrics: mIoU, mAcc, aAcc from a confusion matrix accumulated over the dataset.
 
-Each processed image adds one record: its K×K int64 confusion matrix (rows = ground truth, columns =
-prediction, ignore pixels left out), so gathering records across processes is cheap whatever the image size.
+Each process sums the K×K int64 confusion matrices of its images (rows = ground truth, columns = prediction,
+ignore pixels left out) into one matrix; the engine sums that matrix across processes (``sum_state``). The
+state is O(K²) per process whatever the number of images (ADE20K, K = 150: 176 KB), where one matrix per image
+gathered to every process would be 2000 × 176 KB = 360 MB.
 
     IoU_k = TP_k / (TP_k + FP_k + FN_k)     Acc_k = TP_k / (TP_k + FN_k)     aAcc = sum TP / labelled pixels
 
@@ -20,7 +22,7 @@ from ..errors import DataError
 from ..registry import METRICS
 from .base import BaseEvaluator
 
-__all__ = ['IoUMetric', 'confusion_matrix', 'iou_from_confusion']
+__all__ = ['IoUMetric', 'confusion_matrix', 'confusion_matrix_tensor', 'iou_from_confusion']
 
 
 def confusion_matrix(pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor, num_classes: int,
@@ -35,8 +37,19 @@ def confusion_matrix(pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Ten
     Raises:
         DataError: shapes differ, or ground truth values outside ``0..K-1`` other than ``ignore_index``.
     """
+    return confusion_matrix_tensor(pred, gt, num_classes, ignore_index).numpy()
+
+
+def confusion_matrix_tensor(pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Tensor, num_classes: int,
+                            ignore_index: int = 255) -> torch.Tensor:
+    """:func:`confusion_matrix` as a (K, K) int64 **CPU** tensor, counted on ``pred``'s device.
+
+    ``gt`` is moved to ``pred``'s device first (a CUDA prediction against a CPU label map, or the reverse,
+    is fine); only the K×K counts come back to the CPU.
+    """
     pred = torch.as_tensor(pred).reshape(-1).long()
     gt = torch.as_tensor(np.asarray(gt) if not isinstance(gt, torch.Tensor) else gt).reshape(-1).long()
+    gt = gt.to(pred.device)
     if pred.numel() != gt.numel():
         raise DataError(f"Prediction has {pred.numel()} pixels but the ground truth has {gt.numel()}.")
     keep = gt != ignore_index
@@ -48,7 +61,7 @@ def confusion_matrix(pred: np.ndarray | torch.Tensor, gt: np.ndarray | torch.Ten
     if pred.numel() and (pred.min() < 0 or pred.max() >= num_classes):
         raise DataError(f"Prediction has class indices outside 0..{num_classes - 1}.")
     counts = torch.bincount(gt * num_classes + pred, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes).numpy().astype(np.int64)
+    return counts.reshape(num_classes, num_classes).to('cpu', torch.int64)
 
 
 def iou_from_confusion(cm: np.ndarray) -> dict[str, Any]:
@@ -93,6 +106,26 @@ class IoUMetric(BaseEvaluator):
         self.num_classes = int(num_classes)
         self.class_names = names if len(names) == self.num_classes else [str(i) for i in range(self.num_classes)]
         self.ignore_index = ignore_index
+        self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+        self._images = 0
+
+    def reset(self) -> None:
+        """Zero the confusion matrix and the image count."""
+        super().reset()
+        self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+        self._images = 0
+
+    def sum_state(self) -> dict[str, torch.Tensor]:
+        """``confusion`` (K, K) int64 and ``images`` (1,) int64: summed across processes by the engine."""
+        return {'confusion': self._confusion.clone(), 'images': torch.tensor([self._images], dtype=torch.int64)}
+
+    def load_sum_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._confusion = state['confusion'].to('cpu', torch.int64)
+        self._images = int(state['images'].sum())
+
+    def num_samples(self) -> int:
+        """Images counted in the confusion matrix (plus any matrices put in ``results`` by hand)."""
+        return self._images + len(self.results)
 
     def _gt(self, batch: dict[str, Any], i: int, pred_shape: tuple[int, int]) -> np.ndarray | torch.Tensor:
         meta = batch['metas'][i]
@@ -106,23 +139,27 @@ class IoUMetric(BaseEvaluator):
         return mask
 
     def process(self, batch: dict[str, Any], predictions: list[dict[str, Any]]) -> None:
-        """Append one (K, K) int64 confusion matrix per image.
+        """Add each image's (K, K) confusion matrix to this process's running sum (``self.results`` stays empty).
+
+        Counting runs on the prediction's device (the label map is moved there); the sum lives on the CPU.
 
         Args:
             batch: the collated batch (``metas``; ``masks`` when the dataset has no ``gt_mask``).
             predictions: per image ``{'sem_seg': (H0, W0) long}``.
         """
         for i, pred in enumerate(predictions):
-            sem_seg = pred['sem_seg'].detach().cpu()
+            sem_seg = pred['sem_seg'].detach()
             gt = self._gt(batch, i, tuple(sem_seg.shape))
             if tuple(np.shape(gt)) != tuple(sem_seg.shape):
                 meta = batch['metas'][i]
                 raise DataError(f"Prediction for {meta.get('file', i)!r} is {tuple(sem_seg.shape)} but its label "
                                 f"map {meta.get('seg_file', '')!r} is {tuple(np.shape(gt))}.")
-            self.results.append(confusion_matrix(sem_seg, gt, self.num_classes, self.ignore_index))
+            self._confusion += confusion_matrix_tensor(sem_seg, gt, self.num_classes, self.ignore_index)
+            self._images += 1
 
     def _total(self) -> np.ndarray:
-        total = np.zeros((self.num_classes, self.num_classes), np.int64)
+        """The summed confusion matrix; (K, K) matrices placed in ``self.results`` by hand are added too."""
+        total = self._confusion.numpy().copy()
         for cm in self.results:
             total += cm
         return total

@@ -1,4 +1,11 @@
-"""Pascal VOC mAP (the devkit's ``VOCevaldet`` rules)."""
+"""Pascal VOC mAP (the devkit's ``VOCevaldet`` rules).
+
+Box convention, one for the whole path (reader → model → metric): boxes are **pixel-corner** coordinates
+``(x1, y1, x2, y2)`` in original-image pixels, the box covering ``x1 <= x < x2``. The VOC XML's 1-based
+inclusive pixel indices ``xmin..xmax`` become ``x1 = xmin - 1``, ``x2 = xmax`` in
+:class:`attnkit.tasks.detection.VOCDetection`, so ``x2 - x1 = xmax - xmin + 1`` is the devkit's width and the
+plain IoU of these boxes (:func:`box_iou`, no +1) *is* the devkit's IoU. Nothing adds a pixel again here.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -9,17 +16,20 @@ from ..registry import METRICS
 from .base import BaseEvaluator
 from .detection_utils import dataset_ground_truth, detection_records
 
-__all__ = ['VOCMetric', 'voc_ap', 'iou_matrix_legacy']
+__all__ = ['VOCMetric', 'voc_ap', 'box_iou']
 
 
-def iou_matrix_legacy(a: np.ndarray, b: np.ndarray, legacy: bool = True) -> np.ndarray:
-    """(M, N) IoU of xyxy boxes; ``legacy`` adds the devkit's +1 pixel to widths and heights."""
-    e = 1.0 if legacy else 0.0
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + e
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + e
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(M, N) IoU of pixel-corner xyxy boxes ``a`` (M, 4) and ``b`` (N, 4): widths ``x2 - x1``, no +1.
+
+    On boxes from :class:`~attnkit.tasks.detection.VOCDetection` (``x1 = xmin - 1``, ``x2 = xmax``) this equals
+    the VOC devkit's IoU on the XML's inclusive coordinates (``iw = min(xmax) - max(xmin) + 1``, ...).
+    """
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
     inter = iw.clip(min=0) * ih.clip(min=0)
-    area_a = (a[:, 2] - a[:, 0] + e) * (a[:, 3] - a[:, 1] + e)
-    area_b = (b[:, 2] - b[:, 0] + e) * (b[:, 3] - b[:, 1] + e)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return inter / np.maximum(area_a[:, None] + area_b[None] - inter, np.finfo(np.float64).eps)
 
 
@@ -46,8 +56,12 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, mode: str = 'area') -> flo
 class VOCMetric(BaseEvaluator):
     """VOC mAP at one IoU threshold.
 
-    Detections of a class are taken in decreasing score over all images; each is a true positive when its
-    best-overlapping ground truth of that class (IoU > ``iou_thr``, devkit +1 pixel widths) is not yet taken,
+    Detections of a class are taken in decreasing score over all images — equal scores in dataset order (then
+    in the model's order within an image), as the devkit's stable sort of a detections file written image by
+    image; the engine merges the records of all processes in dataset order, so the number does not depend on
+    the number of processes. Each is a true positive when its best-overlapping ground truth of that class
+    (:func:`box_iou` > ``iou_thr`` on pixel-corner boxes, = the devkit's +1-pixel IoU on the XML's
+    coordinates, see the module docstring) is not yet taken,
     a false positive when it is (duplicates) or when no ground truth overlaps enough. A detection whose best
     match is a difficult (ignore) object counts as neither, and difficult objects are not counted in the
     recall. mAP averages the classes that have at least one non-difficult object in the evaluated images.
@@ -56,15 +70,13 @@ class VOCMetric(BaseEvaluator):
         dataset: the evaluated detection dataset (ground truth via ``get_ann_info``; ``classes``).
         iou_thr: IoU threshold.
         mode: ``'area'`` or ``'11points'``.
-        legacy_coordinate: the devkit's +1 pixel in widths and heights.
     """
 
-    def __init__(self, dataset: Any = None, iou_thr: float = 0.5, mode: str = 'area',
-                 legacy_coordinate: bool = True) -> None:
+    def __init__(self, dataset: Any = None, iou_thr: float = 0.5, mode: str = 'area') -> None:
         super().__init__(dataset)
         if mode not in ('area', '11points'):
             raise ValueError(f"VOCMetric: mode must be 'area' or '11points', got {mode!r}")
-        self.iou_thr, self.mode, self.legacy = iou_thr, mode, legacy_coordinate
+        self.iou_thr, self.mode = iou_thr, mode
         self._per_class: list[tuple[str, int, int, float]] = []
 
     def process(self, batch: dict[str, Any], predictions: list[Any]) -> None:
@@ -92,7 +104,7 @@ class VOCMetric(BaseEvaluator):
             if len(g_boxes) == 0:
                 fp[rank] = 1
                 continue
-            ious = iou_matrix_legacy(np.asarray(box, np.float64)[None], g_boxes, self.legacy)[0]
+            ious = box_iou(np.asarray(box, np.float64)[None], g_boxes)[0]
             k = int(ious.argmax())
             if ious[k] > self.iou_thr:
                 if g_ignore[k]:

@@ -1,13 +1,28 @@
-"""VQA accuracy, the way the official VQA v2 evaluation code (vqaEval.py, GT-Vision-Lab) computes it.
+"""VQA accuracy, the way the official VQA evaluation code (GT-Vision-Lab/VQA, ``vqaEval.py``) computes it.
 
-For each question, with the ten human answers ``gts`` and the predicted answer ``pred``:
+For each question, with the ten human answers ``gts`` and the predicted answer ``pred``, the rule of the
+official script as it stands on its master branch (commit a013f00; the version the maintainers discuss in
+GT-Vision-Lab/VQA#14) — ``legacy=False``, the default:
 
-1. whitespace cleanup of every answer and of ``pred``: newlines and tabs become spaces, ends stripped;
+1. whitespace cleanup of every human answer and of ``pred``: newlines and tabs become spaces, ends stripped;
 2. only when the ten (cleaned) human answers are **not** all identical strings, ``pred`` and every human
-   answer go through :func:`process_punctuation` and :func:`process_digit_article` (punctuation removed or
+   answer go through :func:`process_punctuation` and then :func:`process_digit_article` (punctuation removed or
    turned into spaces, lower case, number words to digits, articles dropped, contractions restored).
-   Unanimous answers are compared as they are — the official rule, meant for text read off the image;
+   Unanimous answers are compared as they are (meant for text read off the image, per the maintainers);
 3. accuracy = mean over the ten leave-one-out subsets of nine answers of ``min(1, #matches / 3)``.
+
+``legacy=True`` is the rule of the earlier version of the same script (e.g. commit c4e6a0e; the one described
+in Cyanogenoid/pytorch-vqa#5, 2017), for comparing with papers evaluated before the change:
+
+1'. ``pred`` is *always* whitespace-cleaned, then :func:`process_punctuation` and :func:`process_digit_article`;
+2'. the human answers get no whitespace cleanup and, only when they are not all identical, only
+    :func:`process_punctuation` — no lower-casing, no number words to digits, no article removal;
+3'. the same leave-one-out mean of ``min(1, #matches / 3)``.
+
+So they differ when the humans wrote something that step 2 would change other than punctuation: ten times
+``yes`` against ``Yes`` (master 0, legacy 1: the prediction is lower-cased); ``two`` ×4 + ``three`` ×6 against
+``two`` (master 1, legacy 0: the prediction became ``2``, the human answers stayed ``two``); ``a dog`` ×3 +
+``cat`` ×7 against ``dog`` (master 0.9, legacy 0).
 
 Overall accuracy is the mean over questions; per answer type (``yes/no``, ``number``, ``other``) too.
 The normalisation functions here are also what builds the answer vocabulary
@@ -92,23 +107,30 @@ def process_digit_article(text: str) -> str:
     return ' '.join(CONTRACTIONS.get(w, w) for w in words)
 
 
-def vqa_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
+def vqa_accuracy(prediction: str, gt_answers: Sequence[str], legacy: bool = False) -> float:
     """Official VQA accuracy of one predicted answer against the human answers (normally ten).
 
     Args:
         prediction: the predicted answer string.
         gt_answers: the human answers as given in the annotation file.
+        legacy: the earlier official rule (see the module docstring) instead of the current one.
 
     Returns:
         Mean over the leave-one-out subsets of ``min(1, matches / 3)``, in [0, 1].
     """
-    gts = [clean_whitespace(a) for a in gt_answers]
-    if not gts:
+    if not gt_answers:
         raise ValueError('vqa_accuracy needs at least one human answer.')
-    pred = clean_whitespace(prediction)
-    if len(set(gts)) > 1:
-        gts = [process_digit_article(process_punctuation(a)) for a in gts]
-        pred = process_digit_article(process_punctuation(pred))
+    if legacy:
+        gts = list(gt_answers)
+        pred = process_digit_article(process_punctuation(clean_whitespace(prediction)))
+        if len(set(gts)) > 1:
+            gts = [process_punctuation(a) for a in gts]
+    else:
+        gts = [clean_whitespace(a) for a in gt_answers]
+        pred = clean_whitespace(prediction)
+        if len(set(gts)) > 1:
+            gts = [process_digit_article(process_punctuation(a)) for a in gts]
+            pred = process_digit_article(process_punctuation(pred))
     matches = sum(a == pred for a in gts)
     # leaving out answer i leaves ``matches - (gts[i] == pred)`` matches among the others
     accs = [min(1.0, (matches - (a == pred)) / 3.0) for a in gts]
@@ -117,7 +139,7 @@ def vqa_accuracy(prediction: str, gt_answers: Sequence[str]) -> float:
 
 @METRICS.register_module()
 class VQAAccuracy(BaseEvaluator):
-    """VQA accuracy (official rules), overall and per answer type.
+    """VQA accuracy (official rules, current master by default), overall and per answer type.
 
     Ground truth comes from the evaluated dataset (``dataset.get_ground_truth(question_id)`` returning
     ``(answers, answer_type)``, as :class:`attnkit.tasks.vqa.VQAv2Dataset` provides) or, without a dataset,
@@ -126,15 +148,16 @@ class VQAAccuracy(BaseEvaluator):
     Args:
         dataset: the evaluated dataset.
         annotations_file: an official VQA v2 annotations JSON, used when ``dataset`` is ``None``.
-        prefix: metric name prefix (``vqa`` gives ``vqa/accuracy``, ``vqa/yes/no``...).
+        legacy: score with the earlier official rule (module docstring), to compare with older papers.
 
     ``compute()`` returns ``{'accuracy': overall, 'accuracy_yes/no': ..., 'accuracy_number': ...,
     'accuracy_other': ..., 'num_questions': n}`` (accuracies in [0, 1]); a split without annotations (test)
     gives ``{}`` — use :meth:`dump_results` to write the results file for the evaluation server.
     """
 
-    def __init__(self, dataset: Any = None, annotations_file: str | None = None) -> None:
+    def __init__(self, dataset: Any = None, annotations_file: str | None = None, legacy: bool = False) -> None:
         super().__init__(dataset)
+        self.legacy = bool(legacy)
         self._gt: dict[int, tuple[list[str], str]] | None = None
         if dataset is None and annotations_file is not None:
             self._gt = load_ground_truth(annotations_file)
@@ -165,7 +188,7 @@ class VQAAccuracy(BaseEvaluator):
             if gt is None:
                 continue
             answers, answer_type = gt
-            acc = vqa_accuracy(rec['answer'], answers)
+            acc = vqa_accuracy(rec['answer'], answers, legacy=self.legacy)
             scores.append(acc)
             per_type[answer_type].append(acc)
         if not scores:

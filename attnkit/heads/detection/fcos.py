@@ -12,10 +12,11 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import sigmoid_focal_loss
 
 from ...registry import HEADS
-from .utils import Scale, flatten_level, init_dense_head, make_tower, postprocess
+from ..dist import global_normalizer
+from .utils import Scale, flatten_level, giou_loss, init_dense_head, make_tower, postprocess
 
 __all__ = ['FCOSHead', 'level_points']
 
@@ -115,26 +116,27 @@ class FCOSHead(nn.Module):
                     ) -> tuple[Tensor, Tensor, Tensor]:
         """Assign every location to at most one object (the smallest one that qualifies).
 
+        Tensor ops only (no host synchronisation): ignore boxes stay in the (P, K) matrices and are masked.
+
         Args:
             points: (P, 2) all levels' locations; level_ids: (P,) their level index.
             boxes: (K, 4) xyxy; labels: (K,); ignore: (K,) bool (never made positive).
 
         Returns:
-            label per location (P,) with ``num_classes`` = background, assigned box (P, 4), and a (P,) bool
-            mask of locations to leave out of the classification loss (inside an ignore box, not positive).
+            label per location (P,) with ``num_classes`` = background, assigned box (P, 4) (meaningful at
+            positives only), and a (P,) bool mask of locations to leave out of the classification loss (inside
+            an ignore box, not positive).
         """
         num_points = points.shape[0]
         bg = torch.full((num_points,), self.num_classes, dtype=torch.long, device=points.device)
-        keep = ~ignore
-        gt, gt_labels = boxes[keep].float(), labels[keep]
-        excluded = torch.zeros(num_points, dtype=torch.bool, device=points.device)
-        if ignore.any():
-            ig = boxes[ignore].float()
-            x, y = points[:, 0:1], points[:, 1:2]
-            excluded = ((x > ig[:, 0]) & (y > ig[:, 1]) & (x < ig[:, 2]) & (y < ig[:, 3])).any(dim=1)
-        if gt.shape[0] == 0:
-            return bg, points.new_zeros((num_points, 4)), excluded
+        if boxes.shape[0] == 0:  # a host-side shape, not a device value
+            return bg, points.new_zeros((num_points, 4)), torch.zeros(num_points, dtype=torch.bool,
+                                                                      device=points.device)
+        gt = boxes.float()
+        ignore = ignore.bool()
         x, y = points[:, 0:1], points[:, 1:2]  # (P, 1)
+        in_box = (x > gt[:, 0]) & (y > gt[:, 1]) & (x < gt[:, 2]) & (y < gt[:, 3])  # (P, K)
+        excluded = (in_box & ignore).any(dim=1)
         ltrb = torch.stack([x - gt[:, 0], y - gt[:, 1], gt[:, 2] - x, gt[:, 3] - y], dim=2)  # (P, K, 4)
         if self.center_sampling:
             strides = points.new_tensor(self.strides)[level_ids][:, None] * self.center_sample_radius  # (P, 1)
@@ -149,16 +151,21 @@ class FCOSHead(nn.Module):
         max_dist = ltrb.max(dim=2).values
         ranges = points.new_tensor(self.regress_ranges)[level_ids]  # (P, 2)
         in_range = (max_dist > ranges[:, 0:1]) & (max_dist <= ranges[:, 1:2])
-        areas = ((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))[None].expand(num_points, -1).clone()
-        areas[~(inside & in_range)] = INF
+        areas = ((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))[None]  # (1, K)
+        areas = torch.where(inside & in_range & ~ignore, areas, torch.full_like(areas, INF))  # (P, K)
         min_area, idx = areas.min(dim=1)
         pos = min_area < INF
-        target_labels = torch.where(pos, gt_labels[idx], bg)
+        target_labels = torch.where(pos, labels.to(bg.device)[idx], bg)
         return target_labels, gt[idx], excluded & ~pos
 
     def loss(self, feats: Sequence[Tensor], boxes: Sequence[Tensor], labels: Sequence[Tensor],
              ignore: Sequence[Tensor] | None = None) -> dict[str, Tensor]:
         """Focal + GIoU (weighted by centerness targets) + centerness BCE losses.
+
+        Normalisers are global over the processes (:func:`~attnkit.heads.dist.global_normalizer`): the number
+        of positives for the focal and centerness losses, the sum of the positives' centerness targets for the
+        GIoU loss, so W processes with batch b train exactly like one with batch W·b. Every location is
+        computed densely and masked (no boolean indexing, no ``.item()``): no host synchronisation.
 
         Args:
             feats: FPN maps (N, C_in, H_l, W_l).
@@ -186,29 +193,27 @@ class FCOSHead(nn.Module):
             t = self.get_targets(points, level_ids, b.to(device), l.to(device), ig.to(device).bool())
             tgt_labels.append(t[0]), tgt_boxes.append(t[1]), excluded.append(t[2])
         tgt_labels = torch.stack(tgt_labels)  # (N, P)
-        tgt_boxes = torch.stack(tgt_boxes)  # (N, P, 4)
-        valid = ~torch.stack(excluded)
-        pos = tgt_labels < self.num_classes
-        num_pos = max(float(pos.sum()), 1.0)
+        pos = tgt_labels < self.num_classes  # (N, P)
+        valid = ~torch.stack(excluded)  # (N, P)
+        p = points[None].expand(n, -1, -1)  # (N, P, 2)
+        # non-positive locations get a harmless 2x2 target box round their point: every term below stays finite
+        # (so its masked-out gradient is an exact zero, never 0 * nan)
+        safe = torch.cat([p - 1.0, p + 1.0], dim=2)
+        gt = torch.where(pos[..., None], torch.stack(tgt_boxes), safe)  # (N, P, 4)
+        num_pos = global_normalizer(pos.sum(), 1.0)
 
-        onehot = F.one_hot(tgt_labels, self.num_classes + 1)[..., : self.num_classes].to(cls.dtype)
-        loss_cls = sigmoid_focal_loss(cls[valid], onehot[valid], alpha=self.focal_alpha, gamma=self.focal_gamma,
-                                      reduction='sum') / num_pos
+        onehot = (tgt_labels[..., None] == torch.arange(self.num_classes, device=device)).to(cls.dtype)  # (N, P, C)
+        focal = sigmoid_focal_loss(cls, onehot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction='none')
+        loss_cls = (focal.sum(dim=2) * valid).sum() / num_pos
 
-        p = points[None].expand(n, -1, -1)[pos]
-        if pos.any():
-            d, gt = reg[pos], tgt_boxes[pos]
-            pred_boxes = torch.cat([p - d[:, :2], p + d[:, 2:]], dim=1)
-            lr = torch.stack([p[:, 0] - gt[:, 0], gt[:, 2] - p[:, 0]], 1)
-            tb = torch.stack([p[:, 1] - gt[:, 1], gt[:, 3] - p[:, 1]], 1)
-            ctr_t = ((lr.min(1).values / lr.max(1).values).clamp(min=0) *
-                     (tb.min(1).values / tb.max(1).values).clamp(min=0)).sqrt()
-            giou = generalized_box_iou_loss(pred_boxes, gt, reduction='none')
-            loss_bbox = (giou * ctr_t).sum() / ctr_t.sum().clamp(min=1e-6)
-            loss_ctr = F.binary_cross_entropy_with_logits(ctr[pos], ctr_t, reduction='sum') / num_pos
-        else:  # keep the graph connected so every parameter gets a (zero) gradient
-            loss_bbox = reg.sum() * 0.0
-            loss_ctr = ctr.sum() * 0.0
+        pred_boxes = torch.cat([p - reg[..., :2], p + reg[..., 2:]], dim=2)  # (N, P, 4)
+        lr = torch.stack([p[..., 0] - gt[..., 0], gt[..., 2] - p[..., 0]], 2)  # (N, P, 2)
+        tb = torch.stack([p[..., 1] - gt[..., 1], gt[..., 3] - p[..., 1]], 2)
+        ctr_t = ((lr.min(2).values / lr.max(2).values).clamp(min=0) *
+                 (tb.min(2).values / tb.max(2).values).clamp(min=0)).sqrt() * pos  # (N, P), 0 off positives
+        loss_bbox = (giou_loss(pred_boxes, gt) * ctr_t).sum() / global_normalizer(ctr_t.sum(), 1e-6)
+        bce = F.binary_cross_entropy_with_logits(ctr, ctr_t, reduction='none')
+        loss_ctr = (bce * pos).sum() / num_pos
         w = self.loss_weights
         return {'loss_cls': loss_cls * w['cls'], 'loss_bbox': loss_bbox * w['bbox'],
                 'loss_centerness': loss_ctr * w['centerness']}

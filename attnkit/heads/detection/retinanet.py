@@ -6,11 +6,12 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_iou, generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import box_iou, sigmoid_focal_loss
 
 from ...registry import HEADS
+from ..dist import global_normalizer
 from .anchors import AnchorGenerator, decode_boxes, encode_boxes
-from .utils import flatten_level, init_dense_head, make_tower, postprocess
+from .utils import flatten_level, giou_loss, init_dense_head, make_tower, postprocess
 
 __all__ = ['RetinaHead']
 
@@ -72,50 +73,66 @@ class RetinaHead(nn.Module):
     @torch.no_grad()
     def get_targets(self, anchors: Tensor, boxes: Tensor, labels: Tensor, ignore: Tensor
                     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Max-IoU assignment.
+        """Max-IoU assignment, vectorised: one (K, A) IoU matrix, tensor ops only (no per-object loop, no
+        host synchronisation).
+
+        Ignore boxes stay in the matrix with IoU -1 for the assignment (they never win an anchor) and are
+        read from it for the ignore test. Low-quality matches: every object whose best IoU is ≥ min_pos_iou
+        and > 0 claims all anchors reaching that best IoU; an anchor claimed by several objects goes to the
+        last one (as the per-object loop this replaces did).
+
+        Args:
+            anchors: (A, 4) xyxy; boxes: (K, 4) xyxy; labels: (K,) long; ignore: (K,) bool.
 
         Returns:
-            label per anchor (A,) (``num_classes`` = background), matched box (A, 4), and a (A,) bool mask of
-            anchors counted in the classification loss (positives and negatives).
+            label per anchor (A,) (``num_classes`` = background), matched box (A, 4) (meaningful at positives
+            only), and a (A,) bool mask of anchors counted in the classification loss (positives and negatives).
         """
         num = anchors.shape[0]
-        labels_out = torch.full((num,), self.num_classes, dtype=torch.long, device=anchors.device)
-        matched = anchors.new_zeros((num, 4))
-        gt, gt_labels = boxes[~ignore].float(), labels[~ignore]
-        valid = torch.ones(num, dtype=torch.bool, device=anchors.device)
-        if gt.shape[0] > 0:
-            iou = box_iou(gt, anchors)  # (K, A)
-            max_iou, idx = iou.max(dim=0)
-            pos = max_iou >= self.pos_iou_thr
-            valid = (max_iou < self.neg_iou_thr) | pos
-            gt_best = iou.max(dim=1).values  # (K,)
-            for k in range(gt.shape[0]):  # low-quality matches: each object claims its best anchors
-                if gt_best[k] >= self.min_pos_iou and gt_best[k] > 0:
-                    best = iou[k] == gt_best[k]
-                    idx[best] = k
-                    pos |= best
-            valid |= pos
-            labels_out[pos] = gt_labels[idx[pos]]
-            matched = gt[idx]
-        else:
-            pos = torch.zeros(num, dtype=torch.bool, device=anchors.device)
-        if ignore.any():
-            ig_iou = box_iou(boxes[ignore].float(), anchors).max(dim=0).values
-            valid &= ~((ig_iou >= self.ignore_iou_thr) & ~pos)
-        return labels_out, matched, valid
+        device = anchors.device
+        if boxes.shape[0] == 0:  # a host-side shape, not a device value
+            return (torch.full((num,), self.num_classes, dtype=torch.long, device=device), anchors.new_zeros((num, 4)),
+                    torch.ones(num, dtype=torch.bool, device=device))
+        gt = boxes.float()
+        ignore = ignore.bool()
+        iou_all = box_iou(gt, anchors)  # (K, A)
+        iou = iou_all.masked_fill(ignore[:, None], -1.0)  # objects only
+        max_iou, idx = iou.max(dim=0)  # (A,)
+        pos = max_iou >= self.pos_iou_thr
+        valid = (max_iou < self.neg_iou_thr) | pos
+        gt_best = iou.max(dim=1).values  # (K,)
+        qualifies = (gt_best >= self.min_pos_iou) & (gt_best > 0)  # (K,)
+        claims = (iou == gt_best[:, None]) & qualifies[:, None]  # (K, A)
+        order = torch.arange(1, gt.shape[0] + 1, device=device, dtype=torch.int32)[:, None]  # (K, 1): 1..K
+        last = (claims * order).max(dim=0).values  # (A,): 1 + last claiming object, 0 = none
+        claimed = last > 0
+        idx = torch.where(claimed, last.long() - 1, idx)
+        pos = pos | claimed
+        valid = valid | pos
+        labels_out = torch.where(pos, labels.to(device)[idx], torch.full_like(idx, self.num_classes))
+        ig_iou = iou_all.masked_fill(~ignore[:, None], -1.0).max(dim=0).values  # (A,), -1 without ignore boxes
+        valid = valid & ~((ig_iou >= self.ignore_iou_thr) & ~pos)
+        return labels_out, gt[idx], valid
 
     def loss(self, feats: Sequence[Tensor], boxes: Sequence[Tensor], labels: Sequence[Tensor],
              ignore: Sequence[Tensor] | None = None) -> dict[str, Tensor]:
         """Focal classification loss and box loss, both divided by the number of positive anchors.
 
+        The number of positives is global over the processes (:func:`~attnkit.heads.dist.global_normalizer`),
+        so W processes with batch b train exactly like one with batch W·b. Every anchor is computed densely
+        and masked (no boolean indexing, no ``.item()``): no host synchronisation.
+
         Args:
             feats: FPN maps; boxes/labels/ignore: per image (K_i, 4) xyxy input pixels, (K_i,), (K_i,) bool.
+
+        Returns:
+            ``loss_cls``, ``loss_bbox`` (float32 scalars).
         """
         cls_out, reg_out = self(feats)
         device = cls_out[0].device
-        anchors = torch.cat(self.anchor_generator([tuple(c.shape[-2:]) for c in cls_out], device))
-        cls = torch.cat([flatten_level(c, self.num_classes) for c in cls_out], 1).float()
-        reg = torch.cat([flatten_level(r, 4) for r in reg_out], 1).float()
+        anchors = torch.cat(self.anchor_generator([tuple(c.shape[-2:]) for c in cls_out], device))  # (A, 4)
+        cls = torch.cat([flatten_level(c, self.num_classes) for c in cls_out], 1).float()  # (N, A, C)
+        reg = torch.cat([flatten_level(r, 4) for r in reg_out], 1).float()  # (N, A, 4)
         if ignore is None:
             ignore = [torch.zeros(len(b), dtype=torch.bool, device=device) for b in boxes]
         t_labels, t_boxes, t_valid = [], [], []
@@ -123,21 +140,22 @@ class RetinaHead(nn.Module):
             t = self.get_targets(anchors, b.to(device), l.to(device), ig.to(device).bool())
             t_labels.append(t[0]), t_boxes.append(t[1]), t_valid.append(t[2])
         t_labels, t_boxes, t_valid = torch.stack(t_labels), torch.stack(t_boxes), torch.stack(t_valid)
-        pos = t_labels < self.num_classes
-        num_pos = max(float(pos.sum()), 1.0)
-        onehot = F.one_hot(t_labels, self.num_classes + 1)[..., : self.num_classes].to(cls.dtype)
-        loss_cls = sigmoid_focal_loss(cls[t_valid], onehot[t_valid], alpha=self.focal_alpha,
-                                      gamma=self.focal_gamma, reduction='sum') / num_pos
-        if pos.any():
-            a = anchors[None].expand(pos.shape[0], -1, -1)[pos]
-            if self.loss_bbox_type == 'giou':
-                loss_bbox = generalized_box_iou_loss(decode_boxes(reg[pos], a), t_boxes[pos], reduction='sum')
-            else:
-                loss_bbox = F.smooth_l1_loss(reg[pos], encode_boxes(t_boxes[pos], a), beta=self.beta,
-                                             reduction='sum')
-            loss_bbox = loss_bbox / num_pos
+        n = t_labels.shape[0]
+        pos = t_labels < self.num_classes  # (N, A)
+        num_pos = global_normalizer(pos.sum(), 1.0)
+        onehot = (t_labels[..., None] == torch.arange(self.num_classes, device=device)).to(cls.dtype)
+        focal = sigmoid_focal_loss(cls, onehot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction='none')
+        loss_cls = (focal.sum(dim=2) * t_valid).sum() / num_pos
+        a = anchors[None].expand(n, -1, -1)  # (N, A, 4)
+        # non-positive anchors regress onto themselves: finite terms, masked out below (exact zero gradient)
+        gt = torch.where(pos[..., None], t_boxes, a).reshape(-1, 4)
+        a = a.reshape(-1, 4)
+        if self.loss_bbox_type == 'giou':
+            per = giou_loss(decode_boxes(reg.reshape(-1, 4), a), gt)
         else:
-            loss_bbox = reg.sum() * 0.0
+            per = F.smooth_l1_loss(reg.reshape(-1, 4), encode_boxes(gt, a), beta=self.beta,
+                                   reduction='none').sum(dim=1)
+        loss_bbox = (per.reshape(n, -1) * pos).sum() / num_pos
         return {'loss_cls': loss_cls * self.loss_weights['cls'], 'loss_bbox': loss_bbox * self.loss_weights['bbox']}
 
     @torch.no_grad()

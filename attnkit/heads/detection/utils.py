@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-__all__ = ['flatten_level', 'init_dense_head', 'make_tower', 'Scale', 'postprocess', 'rescale_boxes', 'gn_groups']
+__all__ = ['flatten_level', 'init_dense_head', 'make_tower', 'Scale', 'postprocess', 'rescale_boxes', 'gn_groups',
+           'giou_loss']
 
 
 def gn_groups(channels: int, preferred: int = 32) -> int:
@@ -62,6 +63,23 @@ def flatten_level(x: Tensor, last: int) -> Tensor:
     """
     n = x.shape[0]
     return x.permute(0, 2, 3, 1).reshape(n, -1, last)
+
+
+def giou_loss(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    """Elementwise generalized-IoU loss ``1 - GIoU`` of paired xyxy boxes (..., 4), (..., 4) -> (...).
+
+    The values and gradients of ``torchvision.ops.generalized_box_iou_loss(reduction='none')``, but without its
+    boolean-mask indexing (a host synchronisation on a GPU): the empty-intersection case is a ``torch.where``.
+    """
+    x1, y1, x2, y2 = boxes1.float().unbind(dim=-1)
+    x1g, y1g, x2g, y2g = boxes2.float().unbind(dim=-1)
+    w = torch.min(x2, x2g) - torch.max(x1, x1g)
+    h = torch.min(y2, y2g) - torch.max(y1, y1g)
+    inter = torch.where((w > 0) & (h > 0), w * h, torch.zeros_like(w))
+    union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - inter
+    iou = inter / (union + eps)
+    area_c = (torch.max(x2, x2g) - torch.min(x1, x1g)) * (torch.max(y2, y2g) - torch.min(y1, y1g))
+    return 1 - (iou - (area_c - union) / (area_c + eps))
 
 
 def rescale_boxes(boxes: Tensor, meta: dict[str, Any]) -> Tensor:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..dist import global_normalizer
+
 __all__ = ['ConvBNReLU', 'BaseDecodeHead', 'seg_cross_entropy', 'resize']
 
 
@@ -56,10 +58,18 @@ def seg_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, ignore_inde
                       class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean pixel cross-entropy over labelled pixels (0 with a gradient when every pixel is ignored).
 
+    The number of labelled pixels (or their summed class weights) is counted over all processes
+    (:func:`~attnkit.heads.dist.global_normalizer`): under DDP, W processes with batch b give exactly the
+    gradient of one process with batch W·b, however the labelled pixels are spread. Tensor ops only (no host
+    synchronisation); without a process group this is the plain mean.
+
     Args:
         logits: (N, K, H, W) at the label size (computed in float32).
         target: (N, H, W) long, ``ignore_index`` = no label.
         class_weight: (K,) optional weights; the mean is weighted as in ``F.cross_entropy``.
+
+    Returns:
+        () float32 loss.
     """
     logits = logits.float()
     total = F.cross_entropy(logits, target, weight=class_weight, ignore_index=ignore_index, reduction='sum')
@@ -67,8 +77,8 @@ def seg_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, ignore_inde
     if class_weight is None:
         denom = valid.sum()
     else:
-        denom = class_weight[target.clamp(0, logits.shape[1] - 1)][valid].sum()
-    return total / denom.clamp(min=1).to(total.dtype)
+        denom = (class_weight[target.clamp(0, logits.shape[1] - 1)] * valid).sum()
+    return total / global_normalizer(denom, 1.0).to(total.dtype)
 
 
 class BaseDecodeHead(nn.Module):

@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ...data.outputs import OutputNames
 from ...data.single_image import prepare_image
 from ...registry import INFERENCERS
 from .datasets.base import build_pipeline
@@ -25,8 +26,11 @@ def test_pipeline_cfg(cfg: Any) -> Any:
 @torch.no_grad()
 def infer_detector(model: torch.nn.Module, cfg: Any, images: Sequence[str], out_dir: str,
                    question: str | None = None, score_thr: float = 0.3) -> list[str]:
-    """Detect objects in ``images``; write ``<out_dir>/<name>.png`` (boxes, class names, scores drawn) and
-    ``<out_dir>/<name>.json`` (all detections, original pixels). Returns the files written.
+    """Detect objects in ``images``; write ``<out_dir>/<name>_pred.png`` (boxes, class names, scores drawn) and
+    ``<out_dir>/<name>_pred.json`` (all detections, original pixels). Returns the files written.
+
+    No file is overwritten: an input, another output of this call or an existing file keeps its name and the
+    new file becomes ``<name>_pred_1.png`` (``_2``...; the JSON takes the same number).
 
     Args:
         model: a built ``Detector`` (eval mode is set here); its ``metainfo['classes']`` names the classes.
@@ -38,7 +42,7 @@ def infer_detector(model: torch.nn.Module, cfg: Any, images: Sequence[str], out_
     pipeline = build_pipeline(test_pipeline_cfg(cfg))
     classes = list((getattr(model, 'metainfo', None) or {}).get('classes') or [])
     device = next(model.parameters()).device
-    os.makedirs(out_dir, exist_ok=True)
+    names = OutputNames(out_dir, images)
     written = []
     for path in images:
         image, batch = prepare_image(path, pipeline, device)
@@ -46,10 +50,11 @@ def infer_detector(model: torch.nn.Module, cfg: Any, images: Sequence[str], out_
         boxes, scores, labels = (pred[k].float().cpu().numpy() if k != 'labels' else pred[k].cpu().numpy()
                                  for k in ('boxes', 'scores', 'labels'))
         stem = os.path.splitext(os.path.basename(path))[0]
-        png = os.path.join(out_dir, f'{stem}.png')
+        n = names.number(stem, ('_pred.png', '_pred.json'))
+        png = names.claim(stem, '_pred.png', n)
         draw_detections(image, boxes, labels, scores, classes, score_thr=score_thr).save(png)
-        js = os.path.join(out_dir, f'{stem}.json')
-        with open(js, 'w') as f:
+        js = names.claim(stem, '_pred.json', n)
+        with open(js, 'x') as f:
             json.dump([{'bbox_xyxy': [round(float(v), 2) for v in b], 'score': round(float(s), 4),
                         'label': int(lab), 'class': classes[int(lab)] if int(lab) < len(classes) else str(int(lab))}
                        for b, s, lab in zip(boxes, scores, labels)], f, indent=1)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ...builder import build_backbone, build_head, build_neck
+from ...data.normalize import build_normalizer, image_sizes
 from ...errors import ConfigError
 from ...registry import MODELS
 
@@ -28,14 +29,17 @@ class Detector(nn.Module):
         init_from: a trained attnkit detector checkpoint (``.pth`` or ``model.safetensors``) to fine-tune from:
             every tensor whose name and shape match is loaded; the rest (e.g. the classifier when the classes
             differ) keep their initialisation. ``self.init_report`` says what was loaded and skipped.
+        normalize: ``dict(mean=(r, g, b), std=(r, g, b))`` on a 0..255 scale (default ImageNet's): the model
+            normalises the batch's uint8 ``images`` on its device (:mod:`attnkit.data.normalize`).
 
     ``forward(batch)``: in training mode ``{'loss', 'loss_cls', 'loss_bbox', ...}``; in eval mode one dict per
     image with ``boxes`` (K, 4) xyxy in original-image pixels, ``scores`` (K,), ``labels`` (K,).
     """
 
     def __init__(self, backbone: dict, neck: dict | None, head: dict, metainfo: dict | None = None,
-                 init_from: str | None = None) -> None:
+                 init_from: str | None = None, normalize: dict | None = None) -> None:
         super().__init__()
+        self.normalizer = build_normalizer(normalize)
         self.metainfo = dict(metainfo or {})
         classes = self.metainfo.get('classes')
         head = dict(head)
@@ -103,8 +107,11 @@ class Detector(nn.Module):
         return tuple(self.neck(feats)) if self.neck is not None else tuple(feats)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        """Losses (training) or detections (eval) for a collated batch (see docs/design.md)."""
-        feats = self.extract_feats(batch['images'])
+        """Losses (training) or detections (eval) for a collated batch (see docs/design.md).
+
+        ``batch['images']`` (N, 3, H, W) uint8 is normalised here, on the model's device.
+        """
+        feats = self.extract_feats(self.normalizer(batch['images'], image_sizes(batch)))
         if self.training:
             losses = self.head.loss(feats, batch['boxes'], batch['labels'], batch.get('ignore'))
             losses = {k: v.float() for k, v in losses.items()}

@@ -1,6 +1,6 @@
 """Semantic segmentation datasets: Pascal VOC layout and a generic image-folder/label-folder layout.
 
-Each sample (docs/design.md): ``image`` (3, H, W) float32 normalised, ``mask`` (H, W) int64 with 255 = ignore,
+Each sample (docs/design.md): ``image`` (3, H, W) uint8 (the model normalises), ``mask`` (H, W) int64 with 255 = ignore,
 ``meta`` with ``id``, ``file``, ``seg_file``, ``ori_size`` (H0, W0), ``img_size`` (H, W), ``scale_factor`` (sx, sy).
 Label maps are checked when read: same size as the image, values in ``0..K-1`` or the ignore index.
 """
@@ -13,6 +13,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ...data import Pipeline, collate, read_image, read_label_png
+from ...data.checks import check_files_exist, resolve_inside
 from ...data.palette import voc_palette
 from ...errors import ConfigError, DataError
 from ...registry import DATASETS
@@ -31,7 +32,7 @@ class BaseSegDataset(Dataset):
         records: ``(id, image file, label file)`` triples.
         classes: class names (index = label value).
         pipeline: transform configs for :class:`~attnkit.data.Pipeline`, a dict
-            ``dict(transforms=[...], mean=..., std=...)``, or a built ``Pipeline``.
+            ``dict(transforms=[...])``, or a built ``Pipeline`` (mean/std belong to the model: ``model.normalize``).
         ignore_index: label value that marks pixels without a class.
         reduce_zero_label: label 0 becomes ignore and every other label ``v`` becomes ``v - 1`` (ADE20K).
         palette: RGB colour per class (VOC colour map when ``None``).
@@ -156,18 +157,15 @@ class VOCSegmentation(BaseSegDataset):
         if not os.path.isfile(split_path):
             raise DataError(f"VOC split file {split_path!r} does not exist (root {root!r}).")
         with open(split_path) as f:
-            ids = [line.split()[0] for line in f if line.strip()]
+            ids = [(lineno, line.split()[0]) for lineno, line in enumerate(f, 1) if line.strip()]
         records = []
-        for lineno, sample_id in enumerate(ids, 1):
-            img = os.path.join(root, img_dir, sample_id + '.jpg')
-            seg = os.path.join(root, ann_dir, sample_id + '.png')
-            if not os.path.isfile(img):
-                raise DataError(f"Image file {img!r} listed as {sample_id!r} on line {lineno} of {split_path!r} "
-                                "does not exist.")
-            if not os.path.isfile(seg):
-                raise DataError(f"Image {img!r} (line {lineno} of {split_path!r}) has no label file: {seg!r} "
-                                "does not exist.")
+        for lineno, sample_id in ids:
+            record = f'line {lineno} of {split_path!r}'
+            img = resolve_inside(os.path.join(root, img_dir), sample_id + '.jpg', record=record)
+            seg = resolve_inside(os.path.join(root, ann_dir), sample_id + '.png', record=record)
             records.append((sample_id, img, seg))
+        check_files_exist((r[1] for r in records), source=f'VOC split file {split_path!r}', what='image')
+        check_files_exist((r[2] for r in records), source=f'VOC split file {split_path!r}', what='label')
         classes, palette = _classes_from(metainfo, VOC_CLASSES)
         super().__init__(records, classes, pipeline, palette=palette, source=split_path)
 
@@ -204,13 +202,12 @@ class FolderSegmentation(BaseSegDataset):
                     continue
                 rel = os.path.relpath(os.path.join(dirpath, name), img_dir)
                 stem = rel[: -len(img_suffix)]
-                seg = os.path.join(ann_dir, stem + seg_suffix)
-                if not os.path.isfile(seg):
-                    raise DataError(f"Image {os.path.join(img_dir, rel)!r} has no label file: {seg!r} does not "
-                                    "exist.")
+                seg = resolve_inside(ann_dir, stem + seg_suffix, record=f'image {os.path.join(img_dir, rel)!r}')
                 records.append((stem, os.path.join(img_dir, rel), seg))
         if not records:
             raise DataError(f"Image folder {img_dir!r} has no files ending in {img_suffix!r}.")
+        check_files_exist((r[2] for r in records), source=f'image folder {img_dir!r} (labels in {ann_dir!r})',
+                          what='label')
         meta_classes, meta_palette = _classes_from(metainfo, classes)
         super().__init__(records, classes if classes else meta_classes, pipeline, ignore_index=ignore_index,
                          reduce_zero_label=reduce_zero_label, palette=palette or meta_palette, source=img_dir)

@@ -6,6 +6,8 @@ position attention ``decode_head.pam``, criss-cross, CBAM...), ``<name>_attn_<mo
 pixel looks. The query pixel is ``attn_point`` (y, x): ints are original-image pixels, floats in [0, 1] relative
 positions; default the image centre. Set it with the keyword, or in the config
 (``--cfg-options infer_cfg.attn_point="(40, 60)"`` once the config has ``infer_cfg = dict(attn_point=None)``).
+Nothing is overwritten: when a name is an input, another output or an existing file, the image's files take the
+next free number (``<name>_seg_1.png``, ``<name>_mask_1.png``...).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 from PIL import Image
 
 from ...data import Pipeline
+from ...data.outputs import OutputNames
 from ...data.palette import voc_palette
 from ...data.single_image import prepare_image
 from ...registry import INFERENCERS
@@ -80,7 +83,7 @@ def infer_segmentor(model: torch.nn.Module, cfg: Any, images: Sequence[str], out
     meta_info = getattr(model, 'metainfo', None) or {}
     palette = meta_info.get('palette') or voc_palette(len(meta_info.get('classes') or []) or 256)
     device = next(model.parameters()).device
-    os.makedirs(out_dir, exist_ok=True)
+    names = OutputNames(out_dir, images)
     written: list[str] = []
     for path in images:
         image, batch = prepare_image(path, pipeline, device)
@@ -90,9 +93,10 @@ def infer_segmentor(model: torch.nn.Module, cfg: Any, images: Sequence[str], out
         with record(model, query=rel) as maps:
             pred = model(batch)[0]['sem_seg'].cpu().numpy()
         stem = os.path.splitext(os.path.basename(path))[0]
-        seg_png = os.path.join(out_dir, f'{stem}_seg.png')
+        n = names.number(stem, ('_seg.png', '_mask.png'))
+        seg_png = names.claim(stem, '_seg.png', n)
         Image.fromarray(blend_mask(image, pred, palette, alpha)).save(seg_png)
-        mask_png = os.path.join(out_dir, f'{stem}_mask.png')
+        mask_png = names.claim(stem, '_mask.png', n)
         save_label_png(mask_png, pred, palette)
         written += [seg_png, mask_png]
         for name, amap in maps.items():
@@ -101,7 +105,7 @@ def infer_segmentor(model: torch.nn.Module, cfg: Any, images: Sequence[str], out
             a = amap[0].float().mean(0)  # (h', w') over the padded input, heads averaged
             ah, aw = a.shape
             a = a[: max(1, round(ah * h / pad[0])), : max(1, round(aw * w / pad[1]))].cpu().numpy()
-            png = os.path.join(out_dir, f"{stem}_attn_{name.replace('.', '_')}.png")
+            png = names.claim(stem, f"_attn_{name.replace('.', '_')}.png", n)
             Image.fromarray(attention_heatmap(image, a, pixel)).save(png)
             written.append(png)
     return written

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...builder import build_backbone, build_head, build_neck
+from ...data.normalize import build_normalizer, image_sizes
 from ...errors import ConfigError
 from ...registry import MODELS
 
@@ -45,6 +46,9 @@ class Segmentor(nn.Module):
         tta_flip: also predict on the horizontally flipped image and average.
         tta_scales: image scales to predict at and average (1.0 = as given).
         align_corners: bilinear resizing mode.
+        normalize: ``dict(mean=(r, g, b), std=(r, g, b))`` on a 0..255 scale (default ImageNet's): ``forward``
+            normalises the batch's uint8 ``images`` on the model's device (:mod:`attnkit.data.normalize`);
+            ``loss``, ``predict`` and ``encode_decode`` take normalised float images.
     """
 
     def __init__(self, backbone: Mapping[str, Any], decode_head: Mapping[str, Any],
@@ -52,8 +56,10 @@ class Segmentor(nn.Module):
                  metainfo: Mapping[str, Any] | None = None, num_classes: int | None = None,
                  test_mode: str = 'whole', crop_size: Sequence[int] | None = None,
                  stride: Sequence[int] | None = None, tta_flip: bool = False,
-                 tta_scales: Sequence[float] = (1.0,), align_corners: bool = False) -> None:
+                 tta_scales: Sequence[float] = (1.0,), align_corners: bool = False,
+                 normalize: Mapping[str, Any] | None = None) -> None:
         super().__init__()
+        self.normalizer = build_normalizer(normalize)
         classes = list((metainfo or {}).get('classes') or [])
         if classes and num_classes is not None and num_classes != len(classes):
             raise ConfigError(f"Segmentor: num_classes={num_classes} but metainfo has {len(classes)} classes.")
@@ -103,11 +109,13 @@ class Segmentor(nn.Module):
         """Losses in training mode, per-image predictions in eval mode (see module docstring).
 
         Args:
-            batch: ``images`` (N, 3, H, W); ``masks`` (N, H, W) long for training; ``metas`` for evaluation.
+            batch: ``images`` (N, 3, H, W) uint8 (normalised here); ``masks`` (N, H, W) long for training;
+                ``metas`` for evaluation.
         """
+        images = self.normalizer(batch['images'], image_sizes(batch))
         if self.training:
-            return self.loss(batch['images'], batch['masks'])
-        return self.predict(batch['images'], batch['metas'])
+            return self.loss(images, batch['masks'])
+        return self.predict(images, batch['metas'])
 
     def loss(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted cross-entropy of the decode head (and auxiliary head); ``'loss'`` is their sum."""

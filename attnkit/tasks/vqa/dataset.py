@@ -24,7 +24,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from ...data import Pipeline, collate, read_image
+from ...data import Pipeline, collate, read_image, sample_random
+from ...data.checks import check_files_exist, resolve_inside
 from ...errors import ConfigError, DataError
 from ...registry import DATASETS
 from .answers import build_answer_vocab, normalize_answer, soft_scores
@@ -69,6 +70,13 @@ def _load_json(path: str, what: str) -> Any:
             return json.load(f)
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f'VQA {what} file {path!r} is not readable JSON: {exc}') from exc
+
+
+def _as_id(value: Any, path: str, index: int, key: str) -> int:
+    """An integer id from a JSON record (ints, or strings of digits as some exports write them)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().lstrip('-').isdigit():
+        raise DataError(f"VQA file {path!r}: record {index} has {key} {value!r:.60}; expected an integer.")
+    return int(value)
 
 
 @DATASETS.register_module()
@@ -128,6 +136,7 @@ class VQAv2Dataset(Dataset):
                                             max_question_len)
         self.answer_to_index = {a: i for i, a in enumerate(self.metainfo['answers'])}
         self.records = self._make_records(questions, annotations)
+        self._check_images()
         self._tokenizer = None
         self._warn()
 
@@ -139,10 +148,17 @@ class VQAv2Dataset(Dataset):
                     else 'not a VQA questions file')
             raise DataError(f"VQA questions file {self.questions_file!r} has no 'questions' list: it is {kind}.")
         kept = []
+        seen: dict[int, int] = {}  # question_id -> record index
         for i, q in enumerate(data['questions']):
             if not isinstance(q, dict) or not all(k in q for k in ('question_id', 'image_id', 'question')):
                 raise DataError(f"VQA questions file {self.questions_file!r}: record {i} needs 'question_id', "
                                 f"'image_id' and 'question'; got {q!r:.200}.")
+            qid = _as_id(q['question_id'], self.questions_file, i, 'question_id')
+            _as_id(q['image_id'], self.questions_file, i, 'image_id')
+            if qid in seen:
+                raise DataError(f"VQA questions file {self.questions_file!r}: question_id {qid} appears twice "
+                                f"(records {seen[qid]} and {i}); question ids must be unique.")
+            seen[qid] = i
             if not isinstance(q['question'], str) or not q['question'].strip():
                 self.stats['empty_questions'] += 1
                 continue
@@ -160,19 +176,33 @@ class VQAv2Dataset(Dataset):
                     if isinstance(data, dict) and 'questions' in data else 'not a VQA annotations file')
             raise DataError(f"VQA annotations file {path!r} has no 'annotations' list: it is {kind}.")
         by_id: dict[int, dict] = {}
+        where: dict[int, int] = {}
         for i, ann in enumerate(data['annotations']):
             answers = ann.get('answers') if isinstance(ann, dict) else None
-            if ('question_id' not in ann or not isinstance(answers, list) or not answers
+            if (answers is None or 'question_id' not in ann or not isinstance(answers, list) or not answers
                     or not all(isinstance(a, dict) and isinstance(a.get('answer'), str) for a in answers)):
                 raise DataError(f"VQA annotations file {path!r}: record {i} needs 'question_id' and a non-empty "
                                 f"'answers' list of {{'answer': str}}; got {ann!r:.200}.")
-            by_id[int(ann['question_id'])] = ann
+            qid = _as_id(ann['question_id'], path, i, 'question_id')
+            if qid in by_id:
+                raise DataError(f"VQA annotations file {path!r}: question_id {qid} appears twice (records "
+                                f"{where[qid]} and {i}); each question has one annotation.")
+            by_id[qid], where[qid] = ann, i
         missing = [q['question_id'] for q in questions if int(q['question_id']) not in by_id]
         if missing:
             raise DataError(f'VQA annotations file {path!r} has no annotation for {len(missing)} question(s) of '
                             f'{self.questions_file!r}, e.g. question_id {missing[0]}: the two files do not belong '
                             'together.')
         return by_id
+
+    def _check_images(self) -> None:
+        """Every image the questions refer to lies inside ``img_dir`` and exists (one stat per distinct image)."""
+        first: dict[int, int] = {}
+        for rec in self.records:
+            first.setdefault(rec['image_id'], rec['question_id'])
+        paths = [self.image_path(image_id, record=f'question_id {qid} in {self.questions_file!r}')
+                 for image_id, qid in first.items()]
+        check_files_exist(paths, source=f'VQA questions file {self.questions_file!r} (images in {self.img_dir!r})')
 
     def _make_metainfo(self, metainfo: Mapping[str, Any] | None, tokenizer: Mapping[str, Any] | None,
                        questions: list[dict], annotations: dict[int, dict] | None, min_count: int,
@@ -244,14 +274,14 @@ class VQAv2Dataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def image_path(self, image_id: int) -> str:
-        """The image file of ``image_id``."""
+    def image_path(self, image_id: int, record: str | None = None) -> str:
+        """The image file of ``image_id``; a DataError when the template makes a name outside ``img_dir``."""
         try:
             name = self.img_name_template.format(subtype=self.subtype, image_id=image_id)
-        except (KeyError, ValueError, IndexError) as exc:
+        except (KeyError, ValueError, IndexError, AttributeError) as exc:
             raise ConfigError(f'img_name_template {self.img_name_template!r} cannot be formatted with '
                               f'subtype={self.subtype!r}, image_id={image_id}: {exc}') from exc
-        return os.path.join(self.img_dir, name)
+        return resolve_inside(self.img_dir, name, record=record or f'image_id {image_id} of {self.questions_file!r}')
 
     def group_keys(self, by: str) -> list[int]:
         """Per-question group keys for batching (``data.train.group_by``): ``'image'`` -> the image ids, so a
@@ -273,10 +303,13 @@ class VQAv2Dataset(Dataset):
         """Read and transform the image of ``rec``: the (3, H, W) image and its meta (without the question id)."""
         path = self.image_path(rec['image_id'])
         image = read_image(path, record=f"question_id {rec['question_id']} in {self.questions_file}")
-        out = self.pipeline(image)
+        # every question of an image shares its view (augmentation and flip): the draws are keyed by the image,
+        # so they do not depend on which question, batch, worker or process loads it first
+        with sample_random(('image', rec['image_id'])):
+            out = self.pipeline(image)
+            flipped = self.flip_prob > 0 and random.random() < self.flip_prob
         h0, w0 = image.shape[:2]
         h, w = out['img_size']
-        flipped = self.flip_prob > 0 and random.random() < self.flip_prob
         return (out['image'].flip(-1) if flipped else out['image'],
                 {'image_id': rec['image_id'], 'file': path, 'ori_size': (h0, w0), 'img_size': (h, w),
                  'scale_factor': (w / w0, h / h0), 'flipped': flipped})

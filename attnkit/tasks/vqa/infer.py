@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import torch
 
 from ...data import Pipeline, pad_to_multiple, read_image
+from ...data.outputs import OutputNames
 from ...errors import ConfigError
 from ...registry import INFERENCERS
 from .dataset import DEFAULT_PIPELINE
@@ -35,7 +36,8 @@ def infer_vqa(model: torch.nn.Module, cfg: Mapping[str, Any], images: list[str],
         model: a built :class:`VQAModel` in eval mode (its ``metainfo`` has the vocabularies).
         cfg: the config (for the evaluation pipeline).
         images: image files.
-        out_dir: where ``<image stem>_vqa.png`` files go.
+        out_dir: where ``<image stem>_vqa.png`` files go (``_vqa_1.png``... when that name is an input, another
+            output or an existing file: nothing is overwritten).
         question: the question (required).
 
     Returns:
@@ -47,11 +49,13 @@ def infer_vqa(model: torch.nn.Module, cfg: Mapping[str, Any], images: list[str],
     pipeline = Pipeline(eval_pipeline_cfg(cfg))
     device = next(model.parameters()).device
     tokens = {k: v.to(device) for k, v in tokenizer([question.strip()]).items()}
+    names = OutputNames(out_dir, images)
     written = []
     for path in images:
         image = read_image(path)
         sample = pipeline(image)
-        batch = {'images': pad_to_multiple([sample['image']], 32, 0.0).to(device), 'question_ids': [0], **tokens}
+        batch = {'images': pad_to_multiple([sample['image']], 32, 0).to(device), 'question_ids': [0],
+                 'metas': [{'img_size': sample['img_size']}], **tokens}  # uint8; img_size: padding re-zeroed
         pred = model(batch)[0]
         lines = [f'Q: {question.strip()}']
         print(f'{path}: {question.strip()}')
@@ -64,7 +68,7 @@ def infer_vqa(model: torch.nn.Module, cfg: Mapping[str, Any], images: list[str],
             h, w = sample['img_size']
             att = att[: max(1, round(att.shape[0] * h / ph)), : max(1, round(att.shape[1] * w / pw))]
         stem = os.path.splitext(os.path.basename(path))[0]
-        written.append(overlay_attention(image, att, os.path.join(out_dir, f'{stem}_vqa.png'), lines))
+        written.append(overlay_attention(image, att, names.claim(stem, '_vqa.png'), lines))
     return written
 
 

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...builder import build_backbone, build_head, build_neck
+from ...data.normalize import build_normalizer, image_sizes
 from ...errors import ConfigError, DataError
+from ...heads.dist import global_normalizer
 from ...registry import MODELS
 from .text import build_question_encoder
 
@@ -42,6 +44,8 @@ class VQAModel(nn.Module):
         loss_weight: multiplies the loss.
         topk: answers kept per prediction.
         metainfo: the dataset's/checkpoint's ``answers``, ``tokenizer`` (and ``question_vocab``).
+        normalize: ``dict(mean=(r, g, b), std=(r, g, b))`` on a 0..255 scale (default ImageNet's): the batch's
+            uint8 ``images`` are normalised on the model's device (:mod:`attnkit.data.normalize`).
 
     ``forward(batch)``: training mode -> ``{'loss', 'loss_cls'}``; eval mode -> one dict per question:
     ``question_id``, ``answer`` (str), ``answer_ids`` (k,) long, ``scores`` (k,) sigmoid scores, ``attention``
@@ -52,8 +56,10 @@ class VQAModel(nn.Module):
                  backbone: Mapping[str, Any] | None = None, neck: Mapping[str, Any] | None = None,
                  neck_level: int = -1, grid_fusion: str = 'last', use_image: bool = True,
                  loss_reduction: str = 'num_answers',
-                 loss_weight: float = 1.0, topk: int = 5, metainfo: Mapping[str, Any] | None = None) -> None:
+                 loss_weight: float = 1.0, topk: int = 5, metainfo: Mapping[str, Any] | None = None,
+                 normalize: Mapping[str, Any] | None = None) -> None:
         super().__init__()
+        self.normalizer = build_normalizer(normalize)
         if not metainfo or not metainfo.get('answers'):
             raise ConfigError("VQAModel needs metainfo with the answer vocabulary ('answers'), from the training "
                               'dataset or the checkpoint.')
@@ -88,7 +94,7 @@ class VQAModel(nn.Module):
                                q_channels=self.question_encoder.out_channels)
 
     def image_grid(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) images -> (N, C, h, w) grid features."""
+        """(N, 3, H, W) normalised float images -> (N, C, h, w) grid features."""
         feats = self.backbone(images)
         if self.neck is not None:
             feats = self.neck(feats)
@@ -99,7 +105,11 @@ class VQAModel(nn.Module):
         return feats[-1]
 
     def forward_logits(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor | None]:
-        """Head outputs ``logits`` (N, A) float32 and ``attention`` (N, h, w) or None."""
+        """Head outputs ``logits`` (N, A) float32 and ``attention`` (N, h, w) or None.
+
+        ``batch['images']`` (M, 3, H, W) uint8 (M distinct images, ``image_index`` (N,) maps questions to them)
+        are normalised here, on the model's device.
+        """
         for key in ('input_ids', 'attention_mask'):
             if key not in batch:
                 raise DataError(f"VQAModel: the batch has no {key!r}; use the VQA dataset's collate (it tokenises).")
@@ -107,16 +117,31 @@ class VQAModel(nn.Module):
         q = self.question_encoder(batch['input_ids'], mask)
         grid = index = None
         if self.use_image:
-            grid = self.image_grid(batch['images'])  # (M, C, h, w): one per distinct image
+            images = self.normalizer(batch['images'], image_sizes(batch))
+            grid = self.image_grid(images)  # (M, C, h, w): one per distinct image
             index = batch.get('image_index')  # (N,): the head expands per image -> per question
         out = self.head(grid, q, mask, image_index=index)
         return {'logits': out['logits'].float(), 'attention': out['attention']}
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """BCE-with-logits on soft targets (N, A), scaled as ``loss_reduction`` says."""
-        loss = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))
-        if self.loss_reduction == 'num_answers':
-            loss = loss * logits.shape[1]
+        """BCE-with-logits on soft targets, scaled as ``loss_reduction`` says.
+
+        The sum over the batch is divided by the number of questions of the *global* batch over the processes
+        (:func:`~attnkit.heads.dist.global_normalizer`; times A for ``'mean'``), so W processes with b questions
+        each train exactly like one process with W·b questions even when the processes hold different numbers
+        of questions. Without a process group: the plain mean (× A for ``'num_answers'``).
+
+        Args:
+            logits: (N, A) float32; targets: (N, A) soft scores in [0, 1].
+
+        Returns:
+            () float32 loss.
+        """
+        total = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction='sum')
+        questions = torch.full((), logits.shape[0], dtype=torch.float32, device=logits.device)  # no host sync
+        loss = total / global_normalizer(questions, 1.0)
+        if self.loss_reduction == 'mean':
+            loss = loss / logits.shape[1]
         return loss * self.loss_weight
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor] | list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from ...registry import closest_names
 
 __all__ = ['PAD', 'UNK', 'tokenize_words', 'build_question_vocab', 'resolve_pretrained', 'WordTokenizer',
            'HFTokenizer', 'build_tokenizer', 'GRUQuestionEncoder', 'TransformerQuestionEncoder',
-           'HFQuestionEncoder', 'build_question_encoder']
+           'HFQuestionEncoder', 'build_question_encoder', 'load_encoder_without_pooler']
 
 PAD, UNK = '<pad>', '<unk>'
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -147,6 +147,11 @@ class GRUQuestionEncoder(nn.Module):
         dropout: dropout on the embeddings.
 
     Shapes: ``input_ids`` (N, L), ``attention_mask`` (N, L) -> (N, L, D); padded positions are zero.
+
+    The GRU runs on the padded batch without packing (``pack_padded_sequence`` needs the lengths on the CPU: a
+    host synchronisation every step on a GPU). Questions are right-padded, so the forward direction never sees
+    a pad before a word; the backward direction reads each question reversed within its own length (a gather).
+    The result equals the packed bidirectional GRU (``self.gru``'s parameters, unchanged names).
     """
 
     def __init__(self, vocab_size: int, embed_dim: int = 300, hidden_dim: int = 512, num_layers: int = 1,
@@ -158,15 +163,36 @@ class GRUQuestionEncoder(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.gru = nn.GRU(embed_dim, hidden_dim // 2, num_layers=num_layers, batch_first=True, bidirectional=True)
         self.out_channels = hidden_dim
+        # one-direction, one-layer GRUs run with self.gru's weights (torch.func.functional_call); kept in a list
+        # so that they are not submodules (no parameters or state-dict entries of their own)
+        with torch.device('meta'):
+            self._one_way = [nn.GRU(embed_dim if i == 0 else hidden_dim, hidden_dim // 2, batch_first=True)
+                             for i in range(num_layers)]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, L) ids and mask (1 = word, right-padded) -> (N, L, D), zero at padded positions."""
         mask = _masked(attention_mask, input_ids)
-        lengths = mask.sum(1).clamp(min=1).cpu()
+        length = input_ids.shape[1]
+        lengths = mask.sum(1).clamp(min=1)[:, None]  # (N, 1), on the device
+        steps = torch.arange(length, device=input_ids.device)[None]  # (1, L)
+        inside = steps < lengths  # (N, L): the positions the packed GRU would process
+        reverse = torch.where(inside, lengths - 1 - steps, steps)  # (N, L): an involution
         x = self.drop(self.embed(input_ids))
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.gru(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=input_ids.shape[1])
-        return out
+        for layer, gru in enumerate(self._one_way):
+            fwd = self._run(gru, layer, '', x)
+            index = reverse[..., None].expand(-1, -1, x.shape[2])
+            bwd = self._run(gru, layer, '_reverse', x.gather(1, index))
+            bwd = bwd.gather(1, reverse[..., None].expand(-1, -1, bwd.shape[2]))
+            x = torch.cat([fwd, bwd], dim=2) * inside[..., None].to(fwd.dtype)
+            if self.gru.dropout > 0 and layer + 1 < len(self._one_way):
+                x = nn.functional.dropout(x, self.gru.dropout, self.training)
+        return x
+
+    def _run(self, gru: nn.GRU, layer: int, suffix: str, x: torch.Tensor) -> torch.Tensor:
+        """One direction of one layer of ``self.gru`` over (N, L, C) -> (N, L, D / 2)."""
+        weights = {f'{name}_l0': getattr(self.gru, f'{name}_l{layer}{suffix}')
+                   for name in ('weight_ih', 'weight_hh', 'bias_ih', 'bias_hh')}
+        return torch.func.functional_call(gru, weights, (x,))[0]
 
 
 class TransformerQuestionEncoder(nn.Module):
@@ -206,14 +232,18 @@ class HFQuestionEncoder(nn.Module):
             its own learning rate with ``optim.lr_mult = {'question_encoder.model': 0.1}``.
 
     The wrapped model is ``self.model``. Shapes: (N, L) ids and mask -> (N, L, hidden_size).
+
+    Only the last hidden states are used, so the model's pooler (BERT, MiniLM, RoBERTa, ...) is removed after
+    loading (:func:`load_encoder_without_pooler`): its parameters would get no gradient, and DDP with
+    ``find_unused_parameters=False`` fails on the first multi-process backward. Pooler tensors in older attnkit
+    checkpoints are dropped when loading.
     """
 
     def __init__(self, path: str, freeze: bool = False) -> None:
         super().__init__()
-        from transformers import AutoModel
-
         self.path = path
-        self.model = AutoModel.from_pretrained(resolve_pretrained(path))
+        self.model = load_encoder_without_pooler(resolve_pretrained(path))
+        self.register_load_state_dict_pre_hook(_drop_pooler_keys)
         self.out_channels = int(self.model.config.hidden_size)
         self.freeze = freeze
         if freeze:
@@ -229,6 +259,33 @@ class HFQuestionEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         mask = _masked(attention_mask, input_ids).long()
         return self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+
+
+def load_encoder_without_pooler(path: str) -> nn.Module:
+    """``AutoModel.from_pretrained(path)`` with its pooling layer removed (so every parameter gets a gradient).
+
+    The model is loaded as saved (a checkpoint with pooler weights loads without "unexpected key" reports), then
+    ``pooler`` is set to ``None``: BERT-family forwards (BERT, MiniLM, RoBERTa, ALBERT, MPNet, ...) skip a
+    ``None`` pooler, exactly as with ``add_pooling_layer=False``.
+
+    Args:
+        path: a local transformers model directory.
+
+    Returns:
+        The encoder, without pooler parameters.
+    """
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(path)
+    if isinstance(getattr(model, 'pooler', None), nn.Module):
+        model.pooler = None
+    return model
+
+
+def _drop_pooler_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Load-state-dict pre-hook: drop ``model.pooler.*`` tensors saved before the pooler was removed."""
+    for key in [k for k in state_dict if k.startswith(prefix + 'model.pooler.')]:
+        del state_dict[key]
 
 
 _ENCODERS = {'gru': GRUQuestionEncoder, 'transformer': TransformerQuestionEncoder, 'hf': HFQuestionEncoder}

@@ -10,14 +10,21 @@ import torch
 
 from ....data import Pipeline, collate, read_image
 
-__all__ = ['DetectionDataset', 'BoxChecker', 'build_pipeline']
+__all__ = ['DetectionDataset', 'BoxChecker', 'build_pipeline', 'short_repr']
 
 PipelineCfg = Sequence[Mapping[str, Any]] | Mapping[str, Any] | Pipeline | None
 
 
+def short_repr(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (``...`` marks the cut), for one-line error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
 def build_pipeline(pipeline: PipelineCfg) -> Pipeline:
     """A box-aware :class:`Pipeline` from a list of transform configs, or from
-    ``dict(transforms=[...], min_visibility=0.3, min_area=..., mean=..., std=...)``."""
+    ``dict(transforms=[...], min_visibility=0.3, min_area=...)`` (mean/std belong to the model:
+    ``model.normalize``)."""
     if isinstance(pipeline, Pipeline):
         return pipeline
     args = dict(pipeline) if isinstance(pipeline, Mapping) else {'transforms': list(pipeline or ())}

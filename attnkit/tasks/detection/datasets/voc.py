@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ....data.checks import check_files_exist, resolve_inside
 from ....errors import DataError
 from ....registry import DATASETS
 from .base import BoxChecker, DetectionDataset, PipelineCfg
@@ -22,9 +23,15 @@ VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', '
 class VOCDetection(DetectionDataset):
     """Pascal VOC detection dataset.
 
-    VOC boxes are 1-based inclusive pixel indices; as in mmdet they become x1 = xmin - 1, y1 = ymin - 1,
-    x2 = xmax, y2 = ymax (0-based corners, width = xmax - xmin + 1). ``difficult`` objects are ``ignore=True``
-    boxes. Boxes are clipped to ``<size>``; boxes with no area left are dropped (one warning counts them).
+    Box convention (the one attnkit uses from reader to metric): VOC XML boxes are 1-based inclusive pixel
+    indices ``xmin..xmax``; they become pixel-corner boxes ``x1 = xmin - 1, y1 = ymin - 1, x2 = xmax,
+    y2 = ymax`` (0-based corners, ``x2 - x1 = xmax - xmin + 1``: the devkit's width), the frame the model
+    predicts in. :class:`attnkit.evaluation.VOCMetric` computes the plain IoU of such boxes, which equals the
+    devkit's +1-pixel IoU on the XML coordinates; no +1 is added anywhere else.
+
+    ``<difficult>`` is 0 or 1 (``0.0``/``1.0`` accepted as the numbers they are; missing = 0); difficult objects
+    are ``ignore=True`` boxes. Boxes are clipped to ``<size>``; boxes with no area left are dropped (one warning
+    counts them). Every listed image is checked to exist when the dataset is built (one ``stat`` each).
 
     Args:
         root: a VOC year folder (``.../VOCdevkit/VOC2007``), or a list of ``(root, split_file)`` pairs for
@@ -37,7 +44,9 @@ class VOCDetection(DetectionDataset):
         img_suffix: image file extension in ``JPEGImages``.
 
     Raises:
-        DataError: a missing split file or XML file, malformed XML, an object whose class name is unknown.
+        DataError (one line naming the file and the record): a missing split file or XML file, malformed XML,
+            an object whose class name is unknown, a ``<bndbox>`` or ``<size>`` that is not numbers, a
+            ``<difficult>`` other than 0/1, an image id that leaves ``root``, listed images that do not exist.
     """
 
     def __init__(self, root: str | Sequence[Sequence[str]], split_file: str | None = None,
@@ -67,15 +76,18 @@ class VOCDetection(DetectionDataset):
             ids = [line.split()[0] for line in f if line.strip()]
         checker = BoxChecker(split_file)
         data = []
-        for img_id in ids:
-            xml_path = os.path.join(root, 'Annotations', f'{img_id}.xml')
+        for line_no, img_id in enumerate(ids, 1):
+            xml_path = _join_inside(os.path.join(root, 'Annotations'), f'{img_id}.xml',
+                                    f"image id {img_id!r} (line {line_no}) in {split_file!r}")
             rec = self._parse(xml_path, split_file, checker)
             if filter_empty and not (~rec['ignore']).any():
                 continue
-            rec.update(id=img_id, file=os.path.join(root, 'JPEGImages', img_id + self.img_suffix),
-                       record=f"image id {img_id!r} in {split_file!r} (annotation {xml_path!r})")
+            record = f"image id {img_id!r} in {split_file!r} (annotation {xml_path!r})"
+            rec.update(id=img_id, file=_join_inside(os.path.join(root, 'JPEGImages'), img_id + self.img_suffix,
+                                                    record), record=record)
             data.append(rec)
         checker.report()
+        check_files_exist((d['file'] for d in data), source=f"VOC split file {split_file!r}")
         return data
 
     def _parse(self, xml_path: str, split_file: str, checker: BoxChecker) -> dict[str, Any]:
@@ -88,7 +100,11 @@ class VOCDetection(DetectionDataset):
         size = tree.find('size')
         width = height = None
         if size is not None and size.findtext('width') and size.findtext('height'):
-            width, height = float(size.findtext('width')), float(size.findtext('height'))
+            try:
+                width, height = float(size.findtext('width')), float(size.findtext('height'))
+            except ValueError:
+                raise DataError(f"Malformed <size> (width {size.findtext('width')[:20]!r}, height "
+                                f"{size.findtext('height')[:20]!r}) in {xml_path!r}.") from None
         boxes, labels, ignore, where = [], [], [], []
         for k, obj in enumerate(tree.findall('object')):
             name = (obj.findtext('name') or '').strip()
@@ -98,13 +114,34 @@ class VOCDetection(DetectionDataset):
             bnd = obj.find('bndbox')
             try:
                 xmin, ymin, xmax, ymax = (float(bnd.findtext(t)) for t in ('xmin', 'ymin', 'xmax', 'ymax'))
-            except (AttributeError, TypeError, ValueError) as exc:
-                raise DataError(f"Malformed <bndbox> in {what}.") from exc
+            except (AttributeError, TypeError, ValueError):
+                raise DataError(f"Malformed <bndbox> in {what}: xmin, ymin, xmax, ymax must be numbers.") from None
             boxes.append([xmin - 1, ymin - 1, xmax, ymax])
             labels.append(self.class_index[name])
-            ignore.append(int(obj.findtext('difficult') or 0) == 1)
+            ignore.append(_difficult(obj.findtext('difficult'), what))
             where.append(what)
         boxes_np = np.asarray(boxes, np.float32).reshape(-1, 4)
         keep = checker(boxes_np, width, height, where)
         return {'width': width, 'height': height, 'boxes': boxes_np[keep],
                 'labels': np.asarray(labels, np.int64)[keep], 'ignore': np.asarray(ignore, bool)[keep]}
+
+
+def _join_inside(folder: str, name: str, record: str) -> str:
+    """``folder/name``; a DataError (:func:`resolve_inside`) when ``name`` is absolute or has a ``..`` part."""
+    if os.path.isabs(name) or '..' in name.replace('\\', '/').split('/'):  # may leave the folder: check
+        return resolve_inside(folder, name, record=record)
+    return os.path.join(folder, name)  # a relative name without '..' stays inside (the check costs ~50 us)
+
+
+def _difficult(text: str | None, what: str) -> bool:
+    """``<difficult>`` as a bool: ``0``/``1`` (also ``0.0``/``1.0``, surrounding spaces); missing or empty = 0."""
+    text = (text or '').strip()
+    if not text:
+        return False
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value not in (0.0, 1.0):
+        raise DataError(f"<difficult> is {text[:20]!r} in {what}; expected 0 or 1.")
+    return value == 1.0
