@@ -92,7 +92,8 @@ def _devkit_iou(det, gt):
     return iw * ih / ua
 
 
-FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared', 'fixtures')
+# copies of ../shared/fixtures/voc2007 (tests/fixtures/SOURCES.md): a user's clone has no ../shared
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
 
 
 def _real_voc2007(tmp_path):

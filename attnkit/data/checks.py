@@ -30,6 +30,11 @@ def check_files_exist(paths: Iterable[str | os.PathLike], *, source: str, what: 
                 missing.append(os.fspath(path))
     if count:
         more = f' and {count - len(missing)} more' if count > len(missing) else ''
+        # the folder once, then the names: the message stays one short line however deep the folder is
+        folder = os.path.dirname(missing[0])
+        if all(os.path.dirname(m) == folder for m in missing):
+            names = ', '.join(repr(os.path.basename(m)) for m in missing)
+            raise DataError(f"{source}: {count} listed {what} file(s) do not exist in {folder!r}, e.g. {names}{more}.")
         raise DataError(f"{source}: {count} listed {what} file(s) do not exist, e.g. "
                         f"{', '.join(repr(m) for m in missing)}{more}.")
 

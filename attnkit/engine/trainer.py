@@ -242,7 +242,8 @@ class Trainer:
         metrics = evaluate(model, dataset, evaluator, self.accelerator, batch_size=int(part.get('batch_size', 1)),
                            num_workers=int(part.get('num_workers', 0)), channels_last=self.channels_last,
                            progress=True, seed=self.seed)
-        self.last_eval_count = len(evaluator.results)
+        counter = getattr(evaluator, 'num_samples', None)  # a summed-state metric (IoUMetric) keeps no records
+        self.last_eval_count = int(counter()) if callable(counter) else len(evaluator.results)
         return metrics
 
     def _evaluate_and_track(self) -> None:
