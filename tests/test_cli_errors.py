@@ -187,6 +187,7 @@ import attnkit
 from attnkit.tasks.vqa.text import build_question_encoder, build_tokenizer
 assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())
 assert 'HF_HUB_OFFLINE' not in os.environ and 'TRANSFORMERS_OFFLINE' not in os.environ
+assert 'NO_ALBUMENTATIONS_UPDATE' not in os.environ  # set only around attnkit's own albumentations import
 from transformers import BertConfig, BertModel, BertTokenizerFast
 d = tempfile.mkdtemp()
 words = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'what', 'color', 'is', 'it']
@@ -200,7 +201,8 @@ out = encoder(batch['input_ids'], batch['attention_mask'])
 assert out.shape[0] == 1 and out.shape[-1] == 16, out.shape
 print('OK', tuple(out.shape))
 '''
-    env = {k: v for k, v in os.environ.items() if k not in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')}
-    env.update(OMP_NUM_THREADS='1', NO_ALBUMENTATIONS_UPDATE='1', PYTHONPATH=TESTS)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE', 'NO_ALBUMENTATIONS_UPDATE')}
+    env.update(OMP_NUM_THREADS='1', PYTHONPATH=TESTS)
     proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and 'OK' in proc.stdout, proc.stderr[-3000:]

@@ -12,18 +12,15 @@ resize does not touch the boxes and a crop uses albumentations' own box cropping
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
-os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')
+import albumentations as A  # attnkit/__init__ imports it first without the update check and no lasting env change
+import cv2
+import numpy as np
+from albumentations.augmentations.crops.transforms import BaseCrop
+from albumentations.augmentations.geometric import functional as fgeometric
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
-from albumentations.augmentations.geometric import functional as fgeometric  # noqa: E402
-
-from ...registry import TRANSFORMS  # noqa: E402
+from ...registry import TRANSFORMS
 
 __all__ = ['ResizeShortLong', 'RandomRelativeCrop', 'resize_scale']
 
