@@ -4,8 +4,8 @@ from .ema import ModelEMA
 from .evaluate import evaluate
 from .optim import build_optimizer, param_groups
 from .schedule import LRFactor, build_scheduler
-from .trainer import NonFiniteLossError, Trainer
+from .trainer import NonFiniteLossError, Trainer, TrainingInterrupted
 
-__all__ = ['Trainer', 'NonFiniteLossError', 'load_model', 'load_checkpoint', 'load_weights', 'save_atomic',
-           'save_safetensors', 'ModelEMA', 'evaluate', 'build_optimizer', 'param_groups', 'LRFactor',
+__all__ = ['Trainer', 'NonFiniteLossError', 'TrainingInterrupted', 'load_model', 'load_checkpoint', 'load_weights',
+           'save_atomic', 'save_safetensors', 'ModelEMA', 'evaluate', 'build_optimizer', 'param_groups', 'LRFactor',
            'build_scheduler']

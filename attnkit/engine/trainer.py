@@ -19,9 +19,10 @@ import torch
 from torch import nn
 
 from ..builder import build_dataset, build_evaluator, build_model
+from ..config import check_config
+from ..data.randomness import rank_seed
 from ..errors import AttnkitError, CheckpointError, ConfigError, DataError
 from .checkpoint import check_state_dict, get_rng_state, load_checkpoint, save_atomic, save_safetensors, set_rng_state
-from ..data.randomness import rank_seed
 from .data import ShardedBatchSampler, build_train_loader
 from .ema import ModelEMA
 from .evaluate import evaluate
@@ -71,7 +72,7 @@ class Trainer:
 
     def __init__(self, cfg: Any, *, work_dir: str | None = None, resume: str | bool | None = None,
                  mixed_precision: str | None = None) -> None:
-        from ..config import check_config; check_config(cfg)  # noqa: E702  (a config built in code, too)
+        check_config(cfg)  # a config built in code is checked as load_config checks a file
         import_custom_modules(cfg)
         self.cfg = cfg
         self.runtime = section(cfg, 'runtime', DEFAULT_RUNTIME)
@@ -590,32 +591,28 @@ class Trainer:
         """
         acc, optimizer = self.accelerator, self.optimizer
         grad_clip = self.optim_cfg['grad_clip']
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if grad_clip:
-            norm = acc.clip_grad_norm_(self.model.parameters(), **dict(grad_clip))
-        elif params:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        else:
-            norm = torch.zeros((), device=acc.device)
-        ok = torch.isfinite(torch.as_tensor(norm, device=acc.device))
         self._last_losses = {k: v.detach() for k, v in losses.items() if isinstance(v, torch.Tensor)}
-        inner = getattr(optimizer, 'optimizer', optimizer)
-        if acc.scaler is not None:
+        norm = acc.clip_grad_norm_(self.model.parameters(), **dict(grad_clip)) if grad_clip else None
+        if acc.scaler is not None:  # fp16: the loss scaler skips inf/NaN steps and lowers its scale (expected early on)
             optimizer.step()
-        elif getattr(inner, '_step_supports_amp_scaling', False) and inner.defaults.get('fused'):
+            return
+        if norm is None:
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=acc.device)
+        ok = torch.isfinite(torch.as_tensor(norm, device=acc.device))
+        inner = getattr(optimizer, 'optimizer', optimizer)
+        on_device = getattr(inner, '_step_supports_amp_scaling', False) and bool(inner.defaults.get('fused'))
+        if on_device:
             inner.found_inf, inner.grad_scale = (~ok).float(), None
             try:
                 optimizer.step()
             finally:
                 del inner.found_inf, inner.grad_scale
-        else:
-            ok_host = bool(ok)
-            if ok_host:
-                optimizer.step()
+        elif bool(ok):
+            optimizer.step()
         self._nonfinite_run = (self._nonfinite_run + 1) * (~ok).long()
         self._nonfinite_total += (~ok).long()
-        if acc.scaler is None and not (getattr(inner, '_step_supports_amp_scaling', False)
-                                       and inner.defaults.get('fused')):
+        if not on_device:
             self._check_nonfinite()  # the flag is on the host anyway
 
     def _kept_checkpoint(self) -> str:
