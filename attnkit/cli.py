@@ -114,9 +114,10 @@ def _work_dir_error(exc: BaseException, work_dir: str) -> BaseException:
     """A failed write of a checkpoint or log under ``work_dir`` (read-only, full disk) as one sentence naming the
     file or folder; other errors are returned unchanged."""
     from .errors import AttnkitError
-    if isinstance(exc, OSError):
-        name = os.fspath(exc.filename) if exc.filename else work_dir
-        if exc.filename and not os.path.abspath(name).startswith(os.path.abspath(work_dir)):
+    if isinstance(exc, OSError) and exc.filename:
+        name = os.fspath(exc.filename)
+        root = os.path.abspath(work_dir)
+        if os.path.commonpath([os.path.abspath(name), root]) != root:
             return exc  # not the work dir (e.g. a data file): the OSError names its own file
         return AttnkitError(f'Cannot write {name!r} in work dir {work_dir!r}: '
                             f'{exc.strerror or exc} (is the folder read-only, or the disk full?)')
@@ -156,6 +157,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.out and (os.path.isdir(args.out) or args.out.endswith(('/', os.sep))):
         raise ConfigError(f'--out {args.out!r} is a folder; give a file name, e.g. '
                           f"{os.path.join(args.out, 'results.json')!r}.")
+    if args.out and os.path.realpath(args.out) in {os.path.realpath(args.config), os.path.realpath(args.checkpoint)}:
+        raise ConfigError(f'--out {args.out!r} is the config or the checkpoint of this command; give another file '
+                          'name (the results would overwrite it).')
     cfg = _load_cfg(args.config, args.cfg_options)
     data = cfg.get('data') or {}
     part = data.get('test') or data.get('val')
@@ -182,7 +186,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     dataset = build_dataset(part['dataset'], metainfo=getattr(model, 'metainfo', None))
     evaluator = build_evaluator(cfg['evaluator'], dataset=dataset)
     metrics = evaluate(model, dataset, evaluator, accelerator, batch_size=int(part.get('batch_size', 1)),
-                       num_workers=int(part.get('num_workers', 0)), channels_last=channels_last, progress=True)
+                       num_workers=int(part.get('num_workers', 0)), channels_last=channels_last, progress=True,
+                       seed=int((cfg.get('runtime') or {}).get('seed', 0)))  # as Trainer.evaluate draws
     if accelerator.is_main_process:
         print(format_metrics(metrics, f'{args.checkpoint} on {len(dataset)} images:'))
         summary = evaluator.summary() if hasattr(evaluator, 'summary') else ''

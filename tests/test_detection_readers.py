@@ -131,3 +131,20 @@ def test_voc_image_id_outside_the_folder(tmp_path):
         f.write('../../../etc/passwd\n')
     _raises(lambda: VOCDetection(str(tmp_path), 'ImageSets/Main/train.txt', classes=['dog']),
             'train.txt', "'../../../etc/passwd", 'line 2', 'leaves the image folder', limit=400)  # 2 long tmp paths
+
+
+def test_coco_annotation_without_id_or_category_is_one_line(tmp_path):
+    import json
+    from attnkit.errors import DataError
+    from attnkit.tasks.detection.datasets.coco import CocoDetection
+    (tmp_path / 'a.jpg').write_bytes(b'')
+    for missing in ('id', 'category_id'):
+        ann = {'id': 1, 'image_id': 1, 'category_id': 1, 'bbox': [0, 0, 4, 4], 'area': 16, 'iscrowd': 0}
+        del ann[missing]
+        path = tmp_path / f'no_{missing}.json'
+        path.write_text(json.dumps({'images': [{'id': 1, 'file_name': 'a.jpg', 'width': 8, 'height': 8}],
+                                    'annotations': [ann], 'categories': [{'id': 1, 'name': 'x'}]}))
+        with pytest.raises(DataError) as info:
+            CocoDetection(str(path), str(tmp_path))
+        msg = str(info.value)
+        assert path.name in msg and missing in msg and '\n' not in msg and len(msg) < 300, msg

@@ -162,3 +162,40 @@ def test_data_demo_refuses_a_meta_json_that_lists_files_outside_the_folder(tmp_p
     with pytest.raises(DataError, match=r"other.*did not write"):
         generate_demo_data(other, num_train=1, num_val=1, size=32)
     assert (other / 'a.jpg').read_text() == 'mine'
+
+
+def test_data_demo_rewrite_never_overwrites_a_user_file_where_the_new_layout_writes(tmp_path):
+    from attnkit.errors import DataError
+    out = tmp_path / 'demo'
+    generate_demo_data(out, num_train=2, num_val=1, size=32)
+    before = _files(out)
+    user = out / 'voc' / 'JPEGImages' / '000004.jpg'  # not written by the 3-image data set; the 4-image one would
+    user.write_text('USER FILE')
+    with pytest.raises(DataError, match=r"000004\.jpg.*not written by the demo generator"):
+        generate_demo_data(out, num_train=3, num_val=1, size=32)
+    assert user.read_text() == 'USER FILE'
+    assert _files(out) == before | {'voc/JPEGImages/000004.jpg'}  # nothing removed, meta.json still there
+    assert os.listdir(tmp_path) == ['demo']
+
+
+def test_test_out_refuses_the_config_or_the_checkpoint(tmp_path):
+    from attnkit import cli
+    cfg = tmp_path / 'c.py'
+    cfg.write_text('x = 1\n')
+    ckpt = tmp_path / 'm.pth'
+    ckpt.write_bytes(b'weights')
+    for target in (ckpt, cfg):
+        assert cli.main(['test', str(cfg), str(ckpt), '--out', str(target)]) == 2
+    assert ckpt.read_bytes() == b'weights' and cfg.read_text() == 'x = 1\n'
+
+
+def test_work_dir_error_only_for_files_inside_the_work_dir(tmp_path):
+    from attnkit.cli import _work_dir_error
+    from attnkit.errors import AttnkitError
+    work = str(tmp_path / 'exp1')
+    inside = _work_dir_error(OSError(28, 'No space left on device', os.path.join(work, 'latest.pth.tmp')), work)
+    assert isinstance(inside, AttnkitError) and 'latest.pth.tmp' in str(inside)
+    sibling = OSError(2, 'No such file or directory', str(tmp_path / 'exp10' / 'data.json'))  # a prefix, not inside
+    assert _work_dir_error(sibling, work) is sibling
+    timeout = TimeoutError('The client socket has timed out')  # no file: not the work dir's fault
+    assert _work_dir_error(timeout, work) is timeout

@@ -503,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--tasks', nargs='+', choices=('detection', 'segmentation', 'vqa'),
                         default=['detection', 'segmentation', 'vqa'])
     parser.add_argument('--steps', type=int, help='timed steps (default 10, --tiny 1)')
-    parser.add_argument('--warmup', type=int, help='warm-up steps (default 3, --tiny 1)')
+    parser.add_argument('--warmup', type=int, help='warm-up steps (default 3, --tiny 0)')
     parser.add_argument('--out', help='also write the markdown report here')
     args = parser.parse_args(argv)
     os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')

@@ -284,6 +284,12 @@ def _replace_files(src_root: str, root: str, old_files: list[str], new_files: li
     """Move ``new_files`` from ``src_root`` into ``root``, then delete ``old_files`` not rewritten (and folders
     left empty by that); ``meta.json`` goes first and comes back last. Other files in ``root`` are not touched."""
     meta = os.path.join(root, 'meta.json')
+    ours = set(old_files) | {'meta.json'}
+    clash = [rel for rel in new_files if rel not in ours and os.path.lexists(os.path.join(root, *rel.split('/')))]
+    if clash:  # a file the old data set did not write sits where the new one writes: the user's, keep it
+        more = f' and {len(clash) - 1} more' if len(clash) > 1 else ''
+        raise DataError(f'Demo data folder {root!r}: {clash[0]!r}{more} would be overwritten but was not written by '
+                        'the demo generator; move it, or give another --out.')
     _remove(meta)  # the folder no longer looks finished until the new meta.json is in place
     for rel in new_files:
         dst = os.path.join(root, *rel.split('/'))

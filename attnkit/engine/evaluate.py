@@ -79,7 +79,7 @@ def evaluate(model: nn.Module, dataset: Any, evaluator: Any, accelerator: Any, b
             before = len(evaluator.results)
             evaluator.process(batch, predictions)
             added = len(evaluator.results) - before
-            indices = index_batches[k] if k < len(index_batches) else [len(dataset) + k]
+            indices = index_batches[k]
             if added == len(indices):
                 keys.extend((i, 0) for i in indices)
             else:  # not one record per sample: keep them together under the batch's first sample

@@ -48,8 +48,8 @@ def confusion_matrix_tensor(pred: np.ndarray | torch.Tensor, gt: np.ndarray | to
     is fine); only the K×K counts come back to the CPU.
     """
     pred = torch.as_tensor(pred).reshape(-1).long()
-    gt = torch.as_tensor(np.asarray(gt) if not isinstance(gt, torch.Tensor) else gt).reshape(-1).long()
-    gt = gt.to(pred.device)
+    gt = torch.as_tensor(np.asarray(gt) if not isinstance(gt, torch.Tensor) else gt)
+    gt = gt.to(pred.device).reshape(-1).long()  # moved in its own dtype (uint8 maps: 1 byte a pixel), then widened
     if pred.numel() != gt.numel():
         raise DataError(f"Prediction has {pred.numel()} pixels but the ground truth has {gt.numel()}.")
     keep = gt != ignore_index

@@ -32,6 +32,7 @@ class AnchorGenerator:
         ws = (w_ratios[:, None] * scales[None]).reshape(-1)
         hs = (h_ratios[:, None] * scales[None]).reshape(-1)
         self.base = torch.stack([-ws / 2, -hs / 2, ws / 2, hs / 2], dim=1)
+        self._base_on: dict[torch.device, Tensor] = {}  # self.base per device
 
     @property
     def num_anchors(self) -> int:
@@ -39,13 +40,17 @@ class AnchorGenerator:
 
     def __call__(self, sizes: Sequence[tuple[int, int]], device: torch.device) -> list[Tensor]:
         """Per level, (H*W*A, 4) xyxy anchors ordered by row, column, anchor."""
+        device = torch.device(device)
+        base = self._base_on.get(device)
+        if base is None:  # copied to a device once, not at every step (a host-to-device copy waits for the GPU)
+            base = self._base_on[device] = self.base.to(device)
         out = []
         for (h, w), s in zip(sizes, self.strides):
             ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) * s
             xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) * s
             yy, xx = torch.meshgrid(ys, xs, indexing='ij')
             shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
-            out.append((shifts + self.base.to(device)[None] * s).reshape(-1, 4))
+            out.append((shifts + base[None] * s).reshape(-1, 4))
         return out
 
 

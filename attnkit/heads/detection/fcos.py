@@ -72,6 +72,10 @@ class FCOSHead(nn.Module):
         self.num_classes = num_classes
         self.strides = tuple(int(s) for s in strides)
         self.regress_ranges = tuple((float(lo), float(hi)) for lo, hi in regress_ranges)
+        # per-level tables as buffers: they follow the model to its device, so no per-step host-to-device copy
+        self.register_buffer('_level_strides', torch.tensor(self.strides, dtype=torch.float32), persistent=False)
+        self.register_buffer('_level_ranges', torch.tensor(self.regress_ranges, dtype=torch.float32),
+                             persistent=False)
         self.center_sampling = center_sampling
         self.center_sample_radius = center_sample_radius
         self.norm_on_bbox = norm_on_bbox
@@ -139,7 +143,7 @@ class FCOSHead(nn.Module):
         excluded = (in_box & ignore).any(dim=1)
         ltrb = torch.stack([x - gt[:, 0], y - gt[:, 1], gt[:, 2] - x, gt[:, 3] - y], dim=2)  # (P, K, 4)
         if self.center_sampling:
-            strides = points.new_tensor(self.strides)[level_ids][:, None] * self.center_sample_radius  # (P, 1)
+            strides = self._level_strides.to(points)[level_ids][:, None] * self.center_sample_radius  # (P, 1)
             cx, cy = (gt[:, 0] + gt[:, 2]) / 2, (gt[:, 1] + gt[:, 3]) / 2
             x0 = torch.maximum(cx - strides, gt[:, 0])
             y0 = torch.maximum(cy - strides, gt[:, 1])
@@ -149,7 +153,7 @@ class FCOSHead(nn.Module):
         else:
             inside = ltrb.min(dim=2).values > 0
         max_dist = ltrb.max(dim=2).values
-        ranges = points.new_tensor(self.regress_ranges)[level_ids]  # (P, 2)
+        ranges = self._level_ranges.to(points)[level_ids]  # (P, 2)
         in_range = (max_dist > ranges[:, 0:1]) & (max_dist <= ranges[:, 1:2])
         areas = ((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))[None]  # (1, K)
         areas = torch.where(inside & in_range & ~ignore, areas, torch.full_like(areas, INF))  # (P, K)

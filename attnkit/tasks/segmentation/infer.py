@@ -93,7 +93,8 @@ def infer_segmentor(model: torch.nn.Module, cfg: Any, images: Sequence[str], out
         with record(model, query=rel) as maps:
             pred = model(batch)[0]['sem_seg'].cpu().numpy()
         stem = os.path.splitext(os.path.basename(path))[0]
-        n = names.number(stem, ('_seg.png', '_mask.png'))
+        attn_suffixes = [f"_attn_{name.replace('.', '_')}.png" for name in maps]
+        n = names.number(stem, ('_seg.png', '_mask.png', *attn_suffixes))  # one number for all files of the image
         seg_png = names.claim(stem, '_seg.png', n)
         Image.fromarray(blend_mask(image, pred, palette, alpha)).save(seg_png)
         mask_png = names.claim(stem, '_mask.png', n)

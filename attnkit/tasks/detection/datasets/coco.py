@@ -55,8 +55,13 @@ class CocoDetection(DetectionDataset):
             raise DataError(f"COCO annotation file {self.ann_file!r} does not exist.")
         self.coco = COCO()
         self.coco.dataset = read_coco_json(self.ann_file)
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.coco.createIndex()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.coco.createIndex()
+        except (KeyError, TypeError) as exc:  # an annotation without 'id' / 'category_id', an unhashable id
+            what = f'a record without {exc}' if isinstance(exc, KeyError) else f'an invalid id ({exc})'
+            raise _fail(self.ann_file, f'has {what}; every annotation needs an id, an image_id and a category_id.'
+                        ) from exc
         cats = sorted(self.coco.loadCats(self.coco.getCatIds()), key=lambda c: c['id'])
         if metainfo and metainfo.get('classes'):
             self.classes = [str(c) for c in metainfo['classes']]
