@@ -1,7 +1,6 @@
 """Loading configs: mmengine Python configs with ``_base_`` inheritance and ``--cfg-options`` overrides."""
 from __future__ import annotations
 
-import difflib
 import os
 import warnings
 from typing import Any, Mapping
@@ -9,6 +8,7 @@ from typing import Any, Mapping
 from mmengine.config import Config
 
 from .errors import ConfigError
+from .registry import closest_names
 
 __all__ = ['load_config', 'check_config', 'Config', 'SECTIONS', 'MMENGINE_NAMES', 'DATA_SPLITS', 'LOADER_KEYS']
 
@@ -70,13 +70,8 @@ def load_config(path: str | os.PathLike, cfg_options: Mapping[str, Any] | None =
     return cfg
 
 
-def _closest(name: str, choices: Any, cutoff: float = 0.6) -> list[str]:
-    lowered = {c.lower(): c for c in choices}
-    return [lowered[h] for h in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=cutoff)]
-
-
 def _hint(name: str, choices: Any) -> str:
-    close = _closest(name, choices)
+    close = closest_names(name, choices, cutoff=0.6)
     return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ''
 
 
@@ -103,7 +98,7 @@ def _check_option_target(cfg: Config, key: str, path: str) -> None:
                           f"{_what_attnkit_calls(top)}.")
     data = cfg._cfg_dict if isinstance(cfg, Config) else cfg
     if top not in data:
-        close = _closest(top, SECTIONS, _CLOSE)
+        close = closest_names(top, SECTIONS, cutoff=_CLOSE)
         settings = [] if close or '.' in key else _paths_ending_in({k: data[k] for k in SECTIONS if k in data}, key)
         if settings:  # a bare key that is the last part of real settings: batch_size -> data.train.batch_size
             hint = f" Did you mean {' or '.join(repr(p) for p in settings[:2])}?"
@@ -139,7 +134,7 @@ def check_config(cfg: Any, path: str | None = None) -> None:
         if name in MMENGINE_NAMES:
             raise ConfigError(f"{src}: top-level {name!r} is an mmdetection/mmengine setting that attnkit does not "
                               f"read; {_what_attnkit_calls(name)}.")
-        close = _closest(name, SECTIONS, _CLOSE)
+        close = closest_names(name, SECTIONS, cutoff=_CLOSE)
         if close:
             raise ConfigError(f"{src}: unknown top-level setting {name!r}; did you mean {close[0]!r}? (A config "
                               "variable must not look like a section name: rename it.)")
@@ -159,12 +154,13 @@ def _check_section(cfg: Mapping[str, Any], name: str, src: str) -> None:
         return
     if not isinstance(value, Mapping):
         raise ConfigError(f"{src}: {name} must be a dict, got {value!r:.80}.")
-    from .engine.utils import DEFAULT_OPTIM, DEFAULT_RUNTIME, DEFAULT_SCHEDULE, DEFAULT_TRAIN_CFG
+    from .engine.utils import DEFAULT_OPTIM, DEFAULT_RUNTIME, DEFAULT_SCHEDULE, DEFAULT_TRAIN_CFG, section
     known = {'runtime': DEFAULT_RUNTIME, 'optim': DEFAULT_OPTIM, 'schedule': DEFAULT_SCHEDULE,
              'train_cfg': DEFAULT_TRAIN_CFG}[name]
-    for key in value:
-        if key not in known:
-            raise ConfigError(f"{src}: unknown key {name}.{key}.{_hint(str(key), known)} Known: {', '.join(known)}.")
+    try:
+        section(cfg, name, known)  # the Trainer's own check of the section's keys, run when the config is read
+    except ConfigError as exc:
+        raise ConfigError(f'{src}: {exc}') from exc
 
 
 def _check_data(data: Any, src: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from mmengine.registry import Registry
 
@@ -33,10 +33,10 @@ __all__ = ['ATTENTION', 'BACKBONES', 'NECKS', 'HEADS', 'MODELS', 'DATASETS', 'TR
            'INFERENCERS', 'build', 'get_registered', 'closest_names']
 
 
-def closest_names(name: str, choices: list[str], n: int = 3) -> list[str]:
-    """The registered names most like ``name`` (case-insensitive), best first."""
+def closest_names(name: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.4) -> list[str]:
+    """The names in ``choices`` most like ``name`` (case-insensitive, difflib ratio >= ``cutoff``), best first."""
     lowered = {c.lower(): c for c in choices}
-    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.4)
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=cutoff)
     return [lowered[h] for h in hits]
 
 

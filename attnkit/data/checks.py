@@ -40,13 +40,16 @@ def check_files_exist(paths: Iterable[str | os.PathLike], *, source: str, what: 
 
 
 def resolve_inside(root: str | os.PathLike, name: str, *, record: str) -> str:
-    """``root/name`` as a normalised path; a DataError when ``name`` is absolute or leaves ``root`` (``..``).
+    """``root/name``; a DataError when ``name`` is absolute or leaves ``root`` (``..``). Called per file of a
+    dataset (and per sample by the VQA reader), so a plain relative name takes a fast path.
 
     Args:
         root: the folder the dataset's files must lie in.
         name: the relative file name an annotation gives.
         record: the record that gives it (file + id), named in the error.
     """
+    if not os.path.isabs(name) and '..' not in name.replace('\\', '/').split('/'):
+        return os.path.join(root, name)  # relative without '..': inside by construction (the full check is ~50 us)
     root_abs = os.path.abspath(root)
     path = os.path.abspath(os.path.join(root_abs, name))
     if os.path.isabs(name) or os.path.commonpath([root_abs, path]) != root_abs:

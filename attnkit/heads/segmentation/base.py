@@ -17,7 +17,7 @@ from torch import nn
 
 from ..dist import global_normalizer
 
-__all__ = ['ConvBNReLU', 'BaseDecodeHead', 'seg_cross_entropy', 'resize']
+__all__ = ['ConvBNReLU', 'BaseDecodeHead', 'seg_cross_entropy', 'labelled_pixels', 'resize']
 
 
 def resize(x: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
@@ -54,8 +54,18 @@ class ConvBNReLU(nn.Sequential):
         super().__init__(*layers)
 
 
+def labelled_pixels(target: torch.Tensor, num_classes: int, ignore_index: int = 255,
+                    class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """() the number of labelled pixels of ``target`` (N, H, W), or their summed ``class_weight`` (K,)."""
+    valid = target != ignore_index
+    if class_weight is None:
+        return valid.sum()
+    return (class_weight[target.clamp(0, num_classes - 1)] * valid).sum()
+
+
 def seg_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int = 255,
-                      class_weight: torch.Tensor | None = None) -> torch.Tensor:
+                      class_weight: torch.Tensor | None = None,
+                      normalizer: torch.Tensor | None = None) -> torch.Tensor:
     """Mean pixel cross-entropy over labelled pixels (0 with a gradient when every pixel is ignored).
 
     The number of labelled pixels (or their summed class weights) is counted over all processes
@@ -67,18 +77,17 @@ def seg_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, ignore_inde
         logits: (N, K, H, W) at the label size (computed in float32).
         target: (N, H, W) long, ``ignore_index`` = no label.
         class_weight: (K,) optional weights; the mean is weighted as in ``F.cross_entropy``.
+        normalizer: () the divisor ``global_normalizer(labelled_pixels(...), 1.0)`` when the caller already has
+            it (several outputs of one head share the target: one all-reduce, not one per output).
 
     Returns:
         () float32 loss.
     """
     logits = logits.float()
     total = F.cross_entropy(logits, target, weight=class_weight, ignore_index=ignore_index, reduction='sum')
-    valid = target != ignore_index
-    if class_weight is None:
-        denom = valid.sum()
-    else:
-        denom = (class_weight[target.clamp(0, logits.shape[1] - 1)] * valid).sum()
-    return total / global_normalizer(denom, 1.0).to(total.dtype)
+    if normalizer is None:
+        normalizer = global_normalizer(labelled_pixels(target, logits.shape[1], ignore_index, class_weight), 1.0)
+    return total / normalizer.to(total.dtype)
 
 
 class BaseDecodeHead(nn.Module):
@@ -161,11 +170,13 @@ class BaseDecodeHead(nn.Module):
             ``{self.loss_name: ..., f'{self.loss_name}_{key}': ...}`` (weights applied).
         """
         losses = {}
+        # one cross-process count for all outputs of this head: they share the target
+        norm = global_normalizer(labelled_pixels(target, self.num_classes, self.ignore_index, self.class_weight), 1.0)
         for key, weight in self.loss_weights().items():
             if key not in outputs:
                 continue
             logits = resize(outputs[key], target.shape[-2:], self.align_corners)
             name = self.loss_name if key == 'seg' else f'{self.loss_name}_{key}'
             losses[name] = weight * seg_cross_entropy(logits, target, ignore_index=self.ignore_index,
-                                                      class_weight=self.class_weight)
+                                                      class_weight=self.class_weight, normalizer=norm)
         return losses

@@ -110,11 +110,7 @@ class CocoDetection(DetectionDataset):
             if filter_empty and not (~ignore_np[keep]).any():
                 continue
             where = f"image id {img_id} in {self.ann_file!r}"
-            name = info['file_name']
-            if os.path.isabs(name) or '..' in name.replace('\\', '/').split('/'):  # may leave img_dir: check
-                file = resolve_inside(self.img_dir, name, record=where)
-            else:  # a relative name without '..' stays inside (the check costs ~50 us an image)
-                file = os.path.join(self.img_dir, name)
+            file = resolve_inside(self.img_dir, info['file_name'], record=where)
             data.append({'id': img_id, 'file': file,
                          'width': info.get('width'), 'height': info.get('height'), 'boxes': boxes_np[keep],
                          'labels': labels_np[keep], 'ignore': ignore_np[keep],
