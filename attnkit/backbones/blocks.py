@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from torch import Tensor, nn
 
+from ..attention.insert import insert
 from ..builder import build_attention
 from ..errors import ConfigError
 from .norm import build_norm
@@ -45,7 +46,8 @@ def _build_self_attention(cfg: Mapping[str, Any], channels: int, stride: int, id
 
 
 class _AttentionSlots(nn.Module):
-    """Shared attention plumbing of the two blocks."""
+    """Shared attention plumbing of the two blocks: the ``attention=`` option placed by
+    :func:`attnkit.attention.insert` (the one mechanism), registered as ``attn`` on the block."""
 
     attn: nn.Module | None
 
@@ -57,16 +59,14 @@ class _AttentionSlots(nn.Module):
         self.attn_position = position
         self.attn = None
         if attention is not None:
-            self.attn = build_attention(dict(attention), channels, identity_init=identity_init)
+            # 'after_conv3': on the branch after its last norm (bn3 / bn2), before the addition (SE-Net);
+            # 'after_block': the block's own output (after the addition and ReLU).
+            target = '' if position == 'after_block' else ('bn3' if hasattr(self, 'bn3') else 'bn2')
+            insert(self, dict(attention, after=[target], channels=channels, name='attn'), identity_init=identity_init)
 
     def _finish(self, out: Tensor, identity: Tensor) -> Tensor:
-        """Attention (branch placement), residual addition, ReLU, attention (block placement)."""
-        if self.attn is not None and self.attn_position == 'after_conv3':
-            out = self.attn(out)
-        out = self.relu(out + identity)
-        if self.attn is not None and self.attn_position == 'after_block':
-            out = self.attn(out)
-        return out
+        """Residual addition and ReLU (attention runs inside the modules it is attached to)."""
+        return self.relu(out + identity)
 
 
 class BasicBlock(_AttentionSlots):

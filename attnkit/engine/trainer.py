@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from ..attention.insert import reattach
 from ..builder import build_dataset, build_evaluator, build_model
 from ..config import check_config
 from ..data.randomness import rank_seed
@@ -117,6 +118,7 @@ class Trainer:
                 warnings.warn('runtime.sync_bn: SyncBatchNorm needs GPUs; keeping BatchNorm on CPU.')
             else:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                reattach(model)  # the conversion rebuilt norm layers that carried inserted attention
         self._eval_datasets: dict[str, Any] = {}
         self._evaluators: dict[str, Any] = {}
         if data.get('val'):
