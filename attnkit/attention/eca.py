@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import ATTENTION
+from ._layout import check_layout
 from .base import AttentionModule
 
 __all__ = ['ECAModule', 'eca_kernel_size']
@@ -27,15 +28,21 @@ class ECAModule(AttentionModule):
         channels: C.
         kernel_size: 1-D kernel size; ``None`` derives it from C with ``gamma`` and ``b``.
         gamma, b: the paper's mapping constants (2 and 1).
+        layout: ``'attnkit'`` or ``'timm'``. The parameter is the same in both (``conv.weight`` (1, 1, k), no bias,
+            as ``timm.layers.EcaModule``); ``'timm'`` also applies timm's lower bound of 3 on the derived kernel
+            size (it differs only below C = 8).
         identity_init: exact identity at init.
 
     Shapes: x (N, C, H, W) -> (N, C, H, W); recorded map: channel weights (N, C).
     """
 
     def __init__(self, channels: int, *, kernel_size: int | None = None, gamma: float = 2, b: float = 1,
-                 identity_init: bool = False) -> None:
+                 layout: str = 'attnkit', identity_init: bool = False) -> None:
         super().__init__(channels, identity_init=identity_init)
+        self.layout = check_layout('ECAModule', layout)
         k = eca_kernel_size(channels, gamma, b) if kernel_size is None else kernel_size
+        if kernel_size is None and layout == 'timm':
+            k = max(k, 3)
         if k < 1 or k % 2 == 0:
             raise ValueError(f'ECAModule kernel_size must be a positive odd number, got {k}.')
         self.kernel_size = k
@@ -46,3 +53,7 @@ class ECAModule(AttentionModule):
         weights = torch.sigmoid(self.conv(y)).squeeze(1)  # (N, C)
         self.record_map(weights)
         return x * weights[:, :, None, None]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f', kernel_size={self.kernel_size}' + (
+            ", layout='timm'" if self.layout == 'timm' else '')

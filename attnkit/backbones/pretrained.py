@@ -1,5 +1,9 @@
 """Loading pretrained backbone weights from a local file or the torchvision weights cache.
 
+timm ResNet-family files (``seresnet50``, ``ecaresnet50d``, ...) load too: their keys are mapped to attnkit's
+(:mod:`attnkit.backbones.timm_keys`). Attention modules whose weights come from the file keep their pretrained
+function (their identity-init ``gamma`` is set to 1 unless the file holds it); the others stay identity-initialised.
+
 Nothing here downloads. ``torchvision://resnet50`` reads the file torchvision itself would have cached,
 ``<torch.hub.get_dir()>/checkpoints/resnet50-11ad3fa6.pth`` (``$TORCH_HOME/hub/checkpoints/...``); when
 it is absent the :class:`~attnkit.errors.CheckpointError` says which file to put where.
@@ -11,15 +15,17 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from ..attention.base import AttentionModule
 from ..errors import CheckpointError
+from .timm_keys import adapt_timm_resnet_keys
 
 __all__ = ['TORCHVISION_PREFIX', 'LoadReport', 'resolve_pretrained', 'torchvision_cache_file',
-           'read_state_dict', 'strip_prefixes', 'load_pretrained']
+           'read_state_dict', 'strip_prefixes', 'load_pretrained', 'settle_attention']
 
 logger = logging.getLogger('attnkit.backbones')
 
@@ -29,12 +35,27 @@ STRIP_PREFIXES = ('module.', 'backbone.')
 
 @dataclass
 class LoadReport:
-    """What a pretrained load did: the file read and the keys that did not match the model."""
+    """What a pretrained load did: the file read and the keys that did not match the model.
+
+    Attributes:
+        file: the file read.
+        loaded: model keys given a value from the file.
+        missing: model keys the file lacks (left as initialised).
+        unexpected: file keys (after the timm key mapping) the model does not have.
+        skipped: file keys deliberately not loaded, each with the reason (a timm deep stem or average-pool
+            shortcut that attnkit's ResNet computes differently).
+        attention_loaded: attention modules whose weights came from the file (pretrained function kept:
+            identity-init ``gamma`` set to 1, or loaded from the file).
+        attention_identity: attention modules absent from the file (identity-initialised when built so).
+    """
 
     file: str
     loaded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    attention_loaded: list[str] = field(default_factory=list)
+    attention_identity: list[str] = field(default_factory=list)
 
 
 def torchvision_cache_file(name: str) -> tuple[Path, str]:
@@ -168,10 +189,70 @@ def _short(keys: list[str], limit: int = 12) -> str:
     return shown + (f', ... ({len(keys) - limit} more)' if len(keys) > limit else '')
 
 
+def _layout_hint(mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]) -> str:
+    """A hint when a mismatch is the 1x1-conv (timm) vs Linear (attnkit) attention layout."""
+    for _, file_shape, model_shape in mismatched:
+        if len(file_shape) == 4 and file_shape[2:] == (1, 1) and file_shape[:2] == model_shape:
+            return (" The file holds timm's attention layout (1x1 convs): build the attention with "
+                    "layout='timm' (e.g. attention=dict(type='se', layout='timm')).")
+        if len(model_shape) == 4 and model_shape[2:] == (1, 1) and model_shape[:2] == file_shape:
+            return (" The file holds attnkit's attention layout (Linear layers): build the attention with "
+                    "layout='attnkit' (the default).")
+    return ' Check depth, groups, width_per_group, base_channels and in_channels.'
+
+
+def settle_attention(model: nn.Module, file_keys: Collection[str]) -> tuple[list[str], list[str]]:
+    """Keep the pretrained function of every attention module whose weights came from the file.
+
+    A module counts as loaded from the file when the file held all of its tensors (``gamma`` and
+    ``num_batches_tracked`` aside) or its ``gamma``. A loaded identity-initialised module (``gamma = 0``) gets
+    ``gamma = 1`` unless the file held its gamma, so it computes the file's function; modules absent from the file
+    keep their initialisation (the exact identity when built with ``identity_init=True``). A module with only
+    some of its tensors in the file stays as initialised, with a warning.
+
+    Args:
+        model: the model just loaded.
+        file_keys: the (model-named) keys the file provided.
+
+    Returns:
+        ``(loaded, identity)``: names of the attention modules loaded from the file and of those not.
+    """
+    keys = set(file_keys)
+    loaded: list[str] = []
+    identity: list[str] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, AttentionModule):
+            continue
+        prefix = f'{name}.' if name else ''
+        needed = [prefix + k for k in module.state_dict()
+                  if k != 'gamma' and not k.endswith('num_batches_tracked')]
+        present = [k for k in needed if k in keys]
+        has_gamma = prefix + 'gamma' in keys
+        if has_gamma or (needed and len(present) == len(needed)):
+            loaded.append(name)
+            if module.gamma is not None and module.identity_init and not has_gamma:
+                with torch.no_grad():
+                    module.gamma.fill_(1.0)
+        else:
+            if present:
+                missing = [k for k in needed if k not in keys]
+                logger.warning('Pretrained: attention module %s has only %d of its %d tensors in the file (lacking '
+                               '%s); it keeps its initialisation (gamma=%s).', name, len(present), len(needed),
+                               _short(missing, 3), 'none' if module.gamma is None else float(module.gamma.detach()))
+            identity.append(name)
+    return loaded, identity
+
+
 def load_pretrained(model: nn.Module, spec: str | os.PathLike, *,
                     expected_missing: Callable[[str], bool] = lambda key: False,
                     expected_unexpected: Callable[[str], bool] = lambda key: False) -> LoadReport:
     """Load ``spec`` (path or ``torchvision://name``) into ``model`` and report mismatched keys.
+
+    timm ResNet-family keys are mapped first (:func:`~attnkit.backbones.timm_keys.adapt_timm_resnet_keys`:
+    ``layerX.Y.se.*`` -> ``layerX.Y.attn.*``; a deep stem and average-pool shortcuts are skipped, see
+    ``LoadReport.skipped``). After the load, attention modules found in the file keep their pretrained function
+    (:func:`settle_attention`: identity-init ``gamma`` set to 1 unless the file holds it); the others stay
+    identity-initialised. Both lists are in the report and the log.
 
     Args:
         model: the module to load into (its ``state_dict`` names are the target).
@@ -181,29 +262,34 @@ def load_pretrained(model: nn.Module, spec: str | os.PathLike, *,
         expected_unexpected: file keys the model does not need (e.g. ``fc.*``); INFO, others WARNING.
 
     Returns:
-        A :class:`LoadReport` with the loaded, missing and unexpected keys.
+        A :class:`LoadReport` with the loaded, missing, unexpected and skipped keys and the attention modules
+        loaded from the file / left identity-initialised.
 
     Raises:
         CheckpointError: missing/unreadable/malformed file, no key in common with the model, or a
             parameter whose shape differs (naming the key and both shapes).
     """
     path = resolve_pretrained(spec)
-    state_dict = strip_prefixes(read_state_dict(path))
     own = model.state_dict()
+    state_dict, skipped = adapt_timm_resnet_keys(strip_prefixes(read_state_dict(path)), own)
     mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items()
                   if k in own and v.shape != own[k].shape]
     if mismatched:
         details = '; '.join(f'{k!r}: {a} in the file, {b} in the model' for k, a, b in mismatched[:5])
         more = f' (and {len(mismatched) - 5} more)' if len(mismatched) > 5 else ''
         raise CheckpointError(f"Pretrained weights {os.fspath(spec)!r} ({path}) do not fit the model: shape "
-                              f"mismatch for {details}{more}. Check depth, groups, width_per_group, "
-                              "base_channels and in_channels.")
+                              f"mismatch for {details}{more}.{_layout_hint(mismatched)}")
     common = [k for k in state_dict if k in own]
     if not common:
         raise CheckpointError(f"Pretrained weights {os.fspath(spec)!r} ({path}) share no parameter name with the "
                               f"model (file keys start: {_short(sorted(state_dict), 5)}).")
     result = model.load_state_dict(state_dict, strict=False)
-    report = LoadReport(str(path), common, list(result.missing_keys), list(result.unexpected_keys))
+    attn_loaded, attn_identity = settle_attention(model, common)
+    report = LoadReport(str(path), common, list(result.missing_keys), list(result.unexpected_keys), skipped,
+                        attn_loaded, attn_identity)
+    for reason in dict.fromkeys(skipped.values()):
+        keys = [k for k, r in skipped.items() if r == reason]
+        logger.warning('Pretrained %s: %d keys not loaded, %s: %s', path.name, len(keys), reason, _short(keys))
     for keys, expected, what in ((report.missing, expected_missing, 'missing from the file (left as initialised)'),
                                  (report.unexpected, expected_unexpected, 'in the file but not in the model')):
         usual = [k for k in keys if expected(k)]
@@ -212,5 +298,11 @@ def load_pretrained(model: nn.Module, spec: str | os.PathLike, *,
             logger.info('Pretrained %s: %d keys %s, as expected: %s', path.name, len(usual), what, _short(usual))
         if odd:
             logger.warning('Pretrained %s: %d keys %s: %s', path.name, len(odd), what, _short(odd))
+    if attn_loaded:
+        logger.info('Pretrained %s: %d attention modules loaded from the file (pretrained function kept): %s',
+                    path.name, len(attn_loaded), _short(attn_loaded))
+    if attn_identity:
+        logger.info('Pretrained %s: %d attention modules not in the file (kept as initialised, the identity with '
+                    'identity_init): %s', path.name, len(attn_identity), _short(attn_identity))
     logger.info('Pretrained %s: loaded %d of %d model tensors.', path.name, len(common), len(own))
     return report
