@@ -7,6 +7,7 @@ questions. ``loss_reduction='mean'`` keeps the plain mean.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping
 
 import torch
@@ -17,7 +18,7 @@ from ...builder import build_backbone, build_head, build_neck
 from ...data.normalize import build_normalizer, image_sizes
 from ...errors import ConfigError, DataError
 from ...heads.dist import global_normalizer
-from ...registry import MODELS
+from ...registry import MODELS, NECKS, get_registered
 from .text import build_question_encoder
 
 __all__ = ['VQAModel']
@@ -87,7 +88,14 @@ class VQAModel(nn.Module):
             if grid_fusion == 'concat':
                 img_channels = sum(self.backbone.out_channels)
             if neck is not None:
-                self.neck = build_neck(neck, in_channels=list(self.backbone.out_channels))
+                extra = {}  # strides for necks that take them (SimpleFeaturePyramid), as Segmentor passes them
+                strides = getattr(self.backbone, 'strides', None)
+                neck_type = neck.get('type')
+                neck_cls = get_registered(NECKS, neck_type) if isinstance(neck_type, str) else neck_type
+                if strides is not None and 'in_strides' not in neck \
+                        and 'in_strides' in inspect.signature(neck_cls).parameters:
+                    extra['in_strides'] = tuple(strides)
+                self.neck = build_neck(neck, in_channels=list(self.backbone.out_channels), **extra)
                 out = self.neck.out_channels
                 img_channels = out[neck_level] if isinstance(out, (tuple, list)) else int(out)
         self.head = build_head(head, num_answers=len(self.answers), img_channels=img_channels,

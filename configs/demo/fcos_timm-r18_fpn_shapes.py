@@ -1,0 +1,12 @@
+# The demo detector (fcos_r18-cbam_fpn_shapes.py) on timm's ResNet-18 instead of attnkit's: the same half-width
+# stages (32/64/128/256; timm's plain stem is always 64 wide: +6k parameters) and the same CBAM placement: every
+# block of layer2-4, on the residual branch after the last norm (each BasicBlock's bn2, where attnkit's
+# 'after_conv3' puts it), inserted with attnkit.attention.insert by timm's module names; trained from scratch.
+# timm's feature levels 2..4 are layer2..layer4 (strides 8, 16, 32).
+# attnkit train configs/demo/fcos_timm-r18_fpn_shapes.py
+_base_ = ['./fcos_r18-cbam_fpn_shapes.py']
+model = dict(
+    backbone=dict(_delete_=True, type='TimmBackbone', model_name='resnet18', out_indices=(2, 3, 4),
+                  channels=(32, 64, 128, 256),
+                  attention=dict(type='cbam', after=['layer2.*.bn2', 'layer3.*.bn2', 'layer4.*.bn2'])),
+)
