@@ -1,4 +1,4 @@
-"""The ``attnkit`` command: train | test | infer | data demo | bench | demo.
+"""The ``attnkit`` command: train | test | infer | data demo | bench | demo | report | explain.
 
 Every failure prints one line ``error: ...`` (under 300 characters) on stderr and exits with code 2: errors the
 user can fix (bad config key, missing data, a checkpoint of another model, an unwritable work dir) name the file
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', help="write the evaluator's results file (COCO/VQA JSON) or the metrics JSON here")
     p.add_argument('--amp', choices=('fp16', 'bf16'), help='mixed precision for inference')
     p.add_argument('--device', help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    _add_fast_options(p)
     p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
 
     p = sub.add_parser('infer', help='run a model on images and write pictures of its predictions')
@@ -63,6 +64,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--question', help='the question (VQA models)')
     p.add_argument('--out', default='outputs', help='output folder (default: outputs)')
     p.add_argument('--device', help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    _add_fast_options(p)
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
+
+    p = sub.add_parser('explain', help='what the attention and the gradient look at, for one prediction '
+                       '(--eval: interpretability numbers over the val set)')
+    p.add_argument('config')
+    p.add_argument('checkpoint')
+    p.add_argument('images', nargs='*', metavar='IMAGE', help='images to explain (not with --eval)')
+    p.add_argument('--question', help='the question (VQA models)')
+    p.add_argument('--target', help='box:K | class:NAME | pixel:Y,X | answer:TEXT (default: the top box, the '
+                   'largest predicted class, the top answer)')
+    p.add_argument('--out', help='output folder (default: explain_out; --eval: work_dirs/explain_<config name>)')
+    p.add_argument('--eval', action='store_true', help='score the attention against the val set objects '
+                   '(writes <out>/interpretability.json)')
+    p.add_argument('--num-images', type=int, default=20, help='--eval: val images (VQA: colour questions)')
+    p.add_argument('--steps', type=int, default=16, help='--eval: deletion/insertion curve steps')
+    p.add_argument('--no-faithfulness', action='store_true', help='--eval: skip deletion/insertion (fast)')
+    p.add_argument('--device', help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
+
+    p = sub.add_parser('export', help='export a model to ONNX or torch.export and check it against PyTorch')
+    p.add_argument('config')
+    p.add_argument('checkpoint')
+    p.add_argument('--format', default='onnx', dest='fmt', metavar='FORMAT',
+                   help='onnx (default) or torch.export')
+    p.add_argument('--size', nargs=2, type=int, metavar=('H', 'W'),
+                   help="input size, multiples of the model's stride (default 512 512)")
+    p.add_argument('--dynamic', action='store_true', help='batch, H, W (and question length) dynamic')
+    p.add_argument('--out', help='output file (default: the checkpoint name with .onnx / .pt2)')
+    p.add_argument('--image', help='sample image for the check (default: a shapes demo scene)')
+    p.add_argument('--question', default='what shape is in the image?', help='sample question (VQA models)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
 
     p = sub.add_parser('data', help='data utilities')
@@ -79,9 +111,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('kind', help='attention, detection, segmentation, vqa, engine')
     p.add_argument('args', nargs=argparse.REMAINDER)
 
+    p = sub.add_parser('report', help='write the HTML report of a training run (curves, tables, galleries)')
+    p.add_argument('work_dir', metavar='WORK_DIR', help='the work dir of a training run')
+    p.add_argument('--out', help='the HTML file to write (default WORK_DIR/report.html)')
+    p.add_argument('--images', type=int, default=16, help='val images scored for the best/worst gallery (0: none)')
+    p.add_argument('--show', type=int, default=4, help='how many best and how many worst predictions to show')
+    p.add_argument('--attention', type=int, default=2, help='gallery images explained by attnkit explain (0: none)')
+    p.add_argument('--device', help="cpu, cuda or cuda:N for the galleries (default: cpu)")
+
     p = sub.add_parser('demo', help='train and evaluate the demo models', add_help=False)
     p.add_argument('args', nargs=argparse.REMAINDER)
     return parser
+
+
+def _add_fast_options(p: argparse.ArgumentParser) -> None:
+    """``--fast``, ``--fast-dtype``, ``--compile`` of ``test`` and ``infer`` (see attnkit.deploy.prepare_fast)."""
+    p.add_argument('--fast', action='store_true',
+                   help='inference fast path: BatchNorm folded into the convolutions, identity attention removed, '
+                        'channels_last, bf16 where the hardware has it (docs/deploy.md)')
+    p.add_argument('--fast-dtype', choices=('auto', 'fp32', 'bf16'), default='auto',
+                   help='with --fast: auto = bf16 on CUDA with bf16 or a CPU with bf16 units, else fp32')
+    p.add_argument('--compile', action='store_true', help='with --fast (implied): torch.compile the model parts '
+                   '(the first batches of each size compile, minutes on a CPU)')
+
+
+def _prepare_fast(model: Any, args: argparse.Namespace, amp: str | None) -> Any:
+    """The model on the fast path when ``--fast``/``--compile`` was given (report on stderr), else unchanged."""
+    if not (args.fast or args.compile):
+        return model
+    from .deploy import prepare_fast
+    bf16: Any = {'auto': 'auto', 'fp32': False, 'bf16': True}[args.fast_dtype]
+    if amp:  # --amp / the config's mixed precision already autocasts the forward
+        bf16 = False
+    model, report = prepare_fast(model, bf16=bf16, channels_last=True, compile=args.compile)
+    print(report.summary(), file=sys.stderr, flush=True)
+    return model
 
 
 def _load_cfg(path: str, options: dict[str, Any] | None) -> Any:
@@ -183,6 +247,8 @@ def cmd_test(args: argparse.Namespace) -> int:
                                           training=False)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    model = _prepare_fast(model, args, args.amp or config_mp)
+    channels_last = channels_last or args.fast or args.compile
     dataset = build_dataset(part['dataset'], metainfo=getattr(model, 'metainfo', None))
     evaluator = build_evaluator(cfg['evaluator'], dataset=dataset)
     metrics = evaluate(model, dataset, evaluator, accelerator, batch_size=int(part.get('batch_size', 1)),
@@ -222,10 +288,24 @@ def cmd_infer(args: argparse.Namespace) -> int:
         raise ConfigError(f'No inferencer for model type {model_type!r} (inferencers exist for: {known}).')
     from .engine.utils import resolve_device
     device = resolve_device(args.device)  # default: cuda when available, else cpu
-    model = load_model(cfg, args.checkpoint).to(device)
+    model = _prepare_fast(load_model(cfg, args.checkpoint).to(device), args, None)
     files = infer(model, cfg, list(args.images), args.out, question=args.question)
     for f in files or []:
         print(f)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain.cli import run_explain
+    return run_explain(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .deploy.export import run_export
+    for line in run_export(args.config, args.checkpoint, fmt=args.fmt, size=args.size, dynamic=args.dynamic,
+                           out=args.out, image=args.image, question=args.question,
+                           cfg_options=args.cfg_options):
+        print(line, flush=True)
     return 0
 
 
@@ -255,13 +335,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return int(module.main(list(args.args)) or 0)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .report import write_report
+    if not os.path.isdir(args.work_dir):
+        raise ConfigError(f'Work dir {args.work_dir!r} given to attnkit report does not exist or is not a folder.')
+    if args.out and (os.path.isdir(args.out) or args.out.endswith(('/', os.sep))):
+        raise ConfigError(f'--out {args.out!r} is a folder; give an HTML file name, e.g. '
+                          f"{os.path.join(args.out, 'report.html')!r}.")
+    for name in ('images', 'show', 'attention'):
+        if getattr(args, name) < 0:
+            raise ConfigError(f'--{name} must be >= 0, got {getattr(args, name)}.')
+    from .engine.utils import resolve_device
+    path = write_report(args.work_dir, args.out, gallery_images=args.images, show=args.show,
+                        attention_images=args.attention, device=resolve_device(args.device or 'cpu'))
+    print(path)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     demo = importlib.import_module('attnkit.demo')
     return int(demo.main(list(args.args)) or 0)
 
 
 COMMANDS = {'train': cmd_train, 'test': cmd_test, 'infer': cmd_infer, 'data': cmd_data, 'bench': cmd_bench,
-            'demo': cmd_demo}
+            'demo': cmd_demo, 'report': cmd_report, 'explain': cmd_explain, 'export': cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,8 @@ vqa baseline   configs/demo/qonly_gru_shapes.py        (question only, for compa
 
 ``--quick`` trains each model for 20 iterations only (a set-up check in a few minutes, into
 ``work_dirs/demo-quick/``; the figures mean nothing). Everything goes under ``work_dirs/demo/<config name>/``
-(checkpoints, ``log.jsonl``, ``metrics.json``, ``pictures/``). A task whose ``metrics.json`` exists is not trained again unless ``--force``.
+(checkpoints, ``log.jsonl``, ``metrics.json``, ``pictures/``, ``report.html``: the page of ``attnkit report``, its
+path printed). A task whose ``metrics.json`` exists is not trained again unless ``--force``.
 """
 from __future__ import annotations
 
@@ -66,6 +67,19 @@ def _pictures(cfg, model, out_dir: Path, num: int) -> list[str]:
     return list(infer(model, cfg, images, str(out_dir), question=question))
 
 
+def _report(task: str, work_dir: Path) -> str | None:
+    """Write ``<work_dir>/report.html`` (curves, tables, best/worst val predictions, the attention gallery of two
+    images) and print its path; a failure is printed and the demo goes on."""
+    from .report import write_report
+    try:
+        path = write_report(str(work_dir), gallery_images=16, show=4, attention_images=2)
+    except Exception as exc:  # noqa: BLE001 - the demo's models and metrics stand without the page
+        print(f'[{task}] report not written: {type(exc).__name__}: {exc}')
+        return None
+    print(f'[{task}] report: {os.path.abspath(path)}')
+    return path
+
+
 QUICK_OPTIONS = {'schedule.by_epoch': False, 'schedule.max_epochs': None, 'schedule.max_iters': 20,
                  'schedule.warmup_iters': 5, 'train_cfg.eval_interval': 20, 'train_cfg.checkpoint_interval': 20}
 
@@ -88,6 +102,10 @@ def run_demo(task: str, *, force: bool = False, pictures: int = 3, quick: bool =
     metrics_file = work_dir / 'metrics.json'
     if metrics_file.is_file() and not force and not quick:
         print(f'[{task}] cached: {metrics_file} (use --force to train again)')
+        if not (work_dir / 'report.html').is_file():
+            _report(task, work_dir)
+        else:
+            print(f'[{task}] report: {(work_dir / "report.html").resolve()}')
         return json.loads(metrics_file.read_text())
     start = time.time()
     trainer = Trainer(cfg, work_dir=str(work_dir))
@@ -98,6 +116,8 @@ def run_demo(task: str, *, force: bool = False, pictures: int = 3, quick: bool =
         model = load_model(cfg, str(work_dir / 'model.safetensors'))
         files = _pictures(cfg, model, work_dir / 'pictures', pictures)
         print(f'[{task}] pictures: ' + ', '.join(files))
+    if trainer.is_main_process:
+        _report(task, work_dir)
     shown = metrics.get(key)
     if quick:
         verdict = ' (quick set-up check: 20 iterations, not a result)'

@@ -93,6 +93,8 @@ class Trainer:
         self.is_main = acc.is_main_process
         self.channels_last = resolve_channels_last(self.runtime['channels_last'], acc.device, training=True)
         self.seed = int(self.runtime['seed'])
+        from ..report import report_options
+        self.report_options = report_options(self.runtime['report'])  # None: no report.html (runtime.report=False)
         from accelerate.utils import set_seed
         set_seed(self.seed)
         if self.runtime['deterministic']:
@@ -265,6 +267,7 @@ class Trainer:
             print(format_metrics(metrics, f'Evaluation at epoch {self.epoch}, iteration {self.iter}:'), flush=True)
             if summary:
                 print(summary, flush=True)
+            self._write_report()
         if not metrics:
             return
         name, value = next(iter(metrics.items()))
@@ -281,6 +284,20 @@ class Trainer:
                 print(f"Early stopping: {name} has not improved for {self.best['bad_evals']} evaluations "
                       f"(best {self.best['value']:.4f} at iteration {self.best['iter']}).", flush=True)
             self._stop = True
+
+    def _write_report(self) -> None:
+        """Write ``<work_dir>/report.html`` after an evaluation (main process; ``runtime.report``): curves, tables and
+        a small prediction gallery. A failure only warns: the report never stops training."""
+        if self.report_options is None:
+            return
+        try:
+            from ..report import write_report
+            dataset, evaluator, _ = self._eval_parts('val')
+            model = self.ema.module if self.ema is not None else self.unwrapped_model
+            write_report(self.work_dir, model=model, cfg=self.cfg, dataset=dataset, evaluator=evaluator,
+                         weights=f'the training model at iteration {self.iter}', **self.report_options)
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f'Could not write the report in {self.work_dir}: {type(exc).__name__}: {exc}')
 
     def _min_delta(self) -> float:
         es = self.train_cfg['early_stopping']

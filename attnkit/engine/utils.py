@@ -14,7 +14,7 @@ __all__ = ['DEFAULT_RUNTIME', 'DEFAULT_OPTIM', 'DEFAULT_SCHEDULE', 'DEFAULT_TRAI
 # The defaults of configs/_base_/default_runtime.py, used for keys a config leaves out.
 DEFAULT_RUNTIME: dict[str, Any] = dict(seed=0, deterministic=False, mixed_precision='no', channels_last='auto',
                                        sync_bn=False, log_interval=20, find_unused_parameters=False,
-                                       tensorboard=True)
+                                       tensorboard=True, report=True)
 DEFAULT_OPTIM: dict[str, Any] = dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4),
                                      lr_mult=dict(), no_decay=('norm', 'bias', 'pos'), grad_clip=None,
                                      accumulate_steps=1)

@@ -22,14 +22,6 @@ def attention_heatmap(attention: torch.Tensor, size: tuple[int, int]) -> np.ndar
     return (att / att.max().clamp(min=1e-12)).numpy()
 
 
-def _jet(x: np.ndarray) -> np.ndarray:
-    """A small 'jet'-like colour map: (H, W) in [0, 1] -> (H, W, 3) uint8."""
-    r = np.clip(1.5 - np.abs(4 * x - 3), 0, 1)
-    g = np.clip(1.5 - np.abs(4 * x - 2), 0, 1)
-    b = np.clip(1.5 - np.abs(4 * x - 1), 0, 1)
-    return (np.stack([r, g, b], -1) * 255).astype(np.uint8)
-
-
 def overlay_attention(image: np.ndarray, attention: torch.Tensor | None, out_file: str | os.PathLike,
                       lines: Sequence[str] = (), alpha: float = 0.5) -> str:
     """Write ``image`` with the attention heat map over it and ``lines`` of text under it, as PNG.
@@ -44,15 +36,22 @@ def overlay_attention(image: np.ndarray, attention: torch.Tensor | None, out_fil
     Returns:
         The path written.
     """
+    from ..segmentation.visualize import add_colorbar, jet
     h, w = image.shape[:2]
     picture = image.astype(np.float32)
     if attention is not None:
-        heat = _jet(attention_heatmap(attention, (h, w))).astype(np.float32)
+        heat = jet(attention_heatmap(attention, (h, w))).astype(np.float32)  # the colour bar's colours
         picture = (1 - alpha) * picture + alpha * heat
-    canvas = Image.new('RGB', (max(w, 320), h + 14 * len(lines) + 6), (255, 255, 255))
-    canvas.paste(Image.fromarray(picture.clip(0, 255).astype(np.uint8)), (0, 0))
-    draw = ImageDraw.Draw(canvas)
+    picture = picture.clip(0, 255).astype(np.uint8)
+    if attention is not None:  # the colour bar gives the scale of the (min-max normalised) weights
+        weights = attention.detach().float()
+        picture = add_colorbar(picture, float(weights.min()), float(weights.max()))
     font = label_font()
+    draw = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+    text_w = max([draw.textbbox((0, 0), line, font=font)[2] for line in lines] or [0]) + 6
+    canvas = Image.new('RGB', (max(picture.shape[1], 320, text_w), h + 14 * len(lines) + 6), (255, 255, 255))
+    canvas.paste(Image.fromarray(picture), (0, 0))
+    draw = ImageDraw.Draw(canvas)
     for i, line in enumerate(lines):
         draw.text((3, h + 3 + 14 * i), line, fill=(0, 0, 0), font=font)
     out_file = os.fspath(out_file)

@@ -1,0 +1,382 @@
+"""The inference fast path (attnkit.deploy): BN folding, identity-attention removal, bf16 detection, ``--fast``
+through the command line, and ``attnkit bench deploy --smoke``."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from attnkit import build_model
+from attnkit.attention import insert
+from attnkit.attention.base import AttentionModule
+from attnkit.attention.insert import attachments
+from attnkit.deploy import cpu_bf16_units, fold_batch_norms, prepare_fast
+from attnkit.errors import ConfigError
+
+CLASSES = ['circle', 'square', 'triangle', 'star']
+
+
+def _randomise_norms(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial running statistics and affine parameters in every batch norm (fresh ones are the identity)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)) and m.running_mean is not None:
+                c = m.running_mean.numel()
+                m.running_mean.copy_(torch.rand(c, generator=g) * 2 - 1)
+                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.25)
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                    m.bias.copy_(torch.rand(c, generator=g) - 0.5)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
+    """max |a - b| <= tol relative to the larger of 1 and max |a| (random BN statistics grow activations to ~1e2)."""
+    return a.shape == b.shape and bool((a - b).abs().max() <= tol * max(1.0, a.abs().max().item()))
+
+
+def _set_gammas(model: nn.Module, names_values: dict[str, float]) -> None:
+    with torch.no_grad():
+        for name, value in names_values.items():
+            model.get_submodule(name).gamma.fill_(value)
+
+
+def _attention_names(model: nn.Module) -> set[str]:
+    return {n for n, m in model.named_modules() if isinstance(m, AttentionModule)}
+
+
+def _norms(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules()
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d))]
+
+
+# ------------------------------------------------------------------ folding units
+@pytest.mark.parametrize('norm', ['bn', 'frozen'])
+@pytest.mark.parametrize('bias', [False, True])
+def test_conv_norm_folding_matches_the_unfolded_layers(norm, bias):
+    torch.manual_seed(0)
+    layer = nn.BatchNorm2d(6) if norm == 'bn' else FrozenBatchNorm2d(6)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=bias), layer, nn.ReLU()).eval()
+    _randomise_norms(model)
+    x = torch.randn(2, 3, 9, 7)
+    expected = model(x)
+    report = fold_batch_norms(model)
+    assert report.folded_norms == ['1'] and isinstance(model[1], nn.Identity) and model[0].bias is not None
+    assert torch.allclose(model(x), expected, atol=1e-5)
+    # by hand: conv(x) * s + (b - mean) * s + beta with s = weight / sqrt(var + eps)
+    assert not _norms(model)
+
+
+def test_norms_that_cannot_be_folded_are_kept_with_a_reason():
+    batch_stats = nn.BatchNorm2d(4, track_running_stats=False)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), batch_stats, nn.BatchNorm2d(4)).eval()
+    report = fold_batch_norms(model)
+    assert report.folded_norms == []
+    assert 'batch statistics' in report.kept_norms['1'] and 'no convolution' in report.kept_norms['2']
+
+
+def test_attention_between_conv_and_norm_blocks_folding_attention_after_norm_moves():
+    """An attached module after a conv keeps its BN; one after a BN stays attached to the Identity."""
+    from attnkit.backbones.resnet import ResNet
+    torch.manual_seed(0)
+    net = ResNet(18, base_channels=8, out_indices=(3,)).eval()
+    insert(net, dict(type='se', after=['layer2.0.conv2', 'layer3.1.bn2'], reduction=2), identity_init=False)
+    _randomise_norms(net)
+    x = torch.randn(1, 3, 64, 64)
+    expected = net(x)[0]
+    fast, report = prepare_fast(copy.deepcopy(net), bf16=False)
+    assert 'layer2.0.bn2' in report.fold.kept_norms and 'attention runs between' in report.fold.kept_norms[
+        'layer2.0.bn2']
+    assert 'layer3.1.bn2' in report.fold.folded_norms
+    kept = {a.target_name for a in attachments(fast)}
+    assert kept == {'layer2.0.conv2', 'layer3.1.bn2'}  # both still attached (bn2 is an Identity now)
+    assert _close(fast(x)[0], expected)
+
+
+# ------------------------------------------------------------------ task models
+def _detector(attention: dict | None = None, **backbone) -> nn.Module:
+    cfg = dict(type='Detector',
+               backbone=dict(type='ResNet', depth=18, base_channels=8, out_indices=(1, 2, 3), attention=attention,
+                             identity_init=True, **backbone),
+               neck=dict(type='FPN', out_channels=16, num_outs=3),
+               head=dict(type='FCOSHead', feat_channels=16, stacked_convs=2, strides=(8, 16, 32),
+                         regress_ranges=((-1, 16), (16, 32), (32, 1e8)), score_thr=0.0, max_per_img=50))
+    return build_model(cfg, metainfo={'classes': CLASSES})
+
+
+def _det_batch() -> dict:
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=g)
+    meta = {'ori_size': (64, 64), 'img_size': (64, 64), 'scale_factor': (1.0, 1.0)}
+    return {'images': images, 'metas': [dict(meta), dict(meta)]}
+
+
+def test_detector_identity_attention_folded_trained_attention_kept():
+    torch.manual_seed(0)
+    model = _detector(dict(type='cbam', stages=(False, True, True, True))).eval()
+    _randomise_norms(model)
+    trained = {'backbone.layer3.0.attn': 0.3, 'backbone.layer4.1.attn': -0.2}
+    _set_gammas(model, trained)
+    batch = _det_batch()
+    with torch.no_grad():
+        expected = model(batch)
+        feats = model.extract_feats(model.normalizer(batch['images']))
+        raw = model.head(feats)
+    fast, report = prepare_fast(copy.deepcopy(model), bf16=False)
+    assert sorted(report.fold.kept_attention) == sorted(trained)
+    assert len(report.fold.folded_attention) == 6 - 2 and _attention_names(fast) == set(trained)
+    assert not _norms(fast) and not report.fold.kept_norms  # stem, blocks and downsample all folded
+    assert report.channels_last and not report.bf16 and report.bf16_reason
+    got = fast(batch)
+    with torch.no_grad():
+        fast_raw = fast.head(fast.extract_feats(fast.normalizer(batch['images'])))
+    for a, b in zip(raw, fast_raw):
+        for x, y in zip(a, b):
+            assert _close(x, y)
+    for e, g in zip(expected, got):
+        assert len(e['boxes']) == 50
+        assert torch.equal(e['labels'], g['labels'])
+        assert torch.allclose(e['boxes'], g['boxes'], atol=1e-3) and torch.allclose(e['scores'], g['scores'],
+                                                                                    atol=1e-5)
+
+
+def test_frozen_bn_backbone_and_identity_mhsa_with_stride_become_plain_layers():
+    """FrozenBatchNorm2d folds like BatchNorm2d; a stride-2 MHSA with gamma 0 becomes its 2x2 average pool."""
+    torch.manual_seed(0)
+    model = _detector(norm='frozen_bn', self_attention=dict(type='mhsa', heads=2, stages=(False, False, True, True))
+                      ).eval()
+    _randomise_norms(model)
+    batch = _det_batch()
+    with torch.no_grad():
+        expected = model.extract_feats(model.normalizer(batch['images']))
+    fast, report = prepare_fast(copy.deepcopy(model), bf16=False)
+    assert all(isinstance(fast.backbone.get_submodule(f'layer{i}.{j}.sa'), nn.Identity) for i in (3, 4) for j in (0, 1))
+    after_sa = [f'backbone.layer{i}.{j}.bn2' for i in (3, 4) for j in (0, 1)]  # sa replaced conv2: nothing to fold into
+    assert report.fold.kept_norms == {n: 'no convolution directly before it' for n in after_sa}
+    assert _norms(fast) == after_sa and len(report.fold.folded_norms) == len(_norms(model)) - 4
+    with torch.no_grad():
+        got = fast.extract_feats(fast.normalizer(batch['images']))
+    for e, g in zip(expected, got):
+        assert _close(e, g)
+    # a bottleneck's stride-2 MHSA (BoTNet) computes the 2x2 average pool of its input while gamma is 0
+    from attnkit.attention import MHSA
+    from attnkit.deploy import fold_identity_attention
+    seq = nn.Sequential(MHSA(8, heads=2, stride=2, identity_init=True)).eval()
+    x = torch.randn(1, 8, 7, 6)
+    expected = seq(x)
+    assert fold_identity_attention(seq).folded_attention == ['0'] and isinstance(seq[0], nn.AvgPool2d)
+    assert seq(x).shape == (1, 8, 4, 3) and torch.allclose(seq(x), expected, atol=1e-6)
+
+
+def _segmentor(head: dict, **extra) -> nn.Module:
+    cfg = dict(type='Segmentor', backbone=dict(type='ResNet', depth=18, base_channels=8, out_indices=(0, 1, 2, 3),
+                                               output_stride=8), decode_head=head, num_classes=5, **extra)
+    return build_model(cfg)
+
+
+@pytest.mark.parametrize('head,trained', [
+    (dict(type='danet', in_index=3, channels=16), {'decode_head.pam': 0.5}),  # pam trained, cam still identity
+    (dict(type='deeplabv3plus', channels=16, c1_channels=8), {}),
+])
+def test_segmentor_logits_and_masks_unchanged(head, trained):
+    torch.manual_seed(0)
+    extra = dict(neck=dict(type='ASPP', out_channels=16, dilations=(1, 2, 3))) if head['type'] == 'deeplabv3plus' \
+        else {}
+    model = _segmentor(head, **extra).eval()
+    _randomise_norms(model)
+    _set_gammas(model, trained)
+    images = torch.randint(0, 256, (2, 3, 64, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    metas = [{'ori_size': (64, 48), 'img_size': (64, 48)}] * 2
+    with torch.no_grad():
+        logits = model.encode_decode(model.normalizer(images))
+        masks = model({'images': images, 'metas': metas})
+    fast, report = prepare_fast(copy.deepcopy(model), bf16=False)
+    assert not _norms(fast), report.fold.kept_norms
+    if head['type'] == 'danet':
+        assert report.fold.folded_attention == ['decode_head.cam'] and report.fold.kept_attention == ['decode_head.pam']
+    with torch.no_grad():
+        fast_logits = fast.encode_decode(fast.normalizer(images))
+    assert _close(fast_logits, logits)
+    for a, b in zip(masks, fast({'images': images, 'metas': metas})):
+        assert torch.equal(a['sem_seg'], b['sem_seg'])
+
+
+def test_vqa_answers_and_logits_unchanged():
+    torch.manual_seed(0)
+    meta = {'answers': ['yes', 'no', '2', '3'], 'tokenizer': {'type': 'word', 'max_len': 8},
+            'question_vocab': ['<pad>', '<unk>', 'how', 'many', 'red']}
+    cfg = dict(type='VQAModel', backbone=dict(type='ResNet', depth=18, base_channels=8, out_indices=(3,),
+                                              attention=dict(type='gc'), identity_init=True),
+               question_encoder=dict(type='gru', embed_dim=8, hidden_dim=16),
+               head=dict(type='mcan', dim=32, heads=4, ffn=64, depth=1, flat_hidden=32, out_dim=64, dropout=0.0))
+    model = build_model(cfg, metainfo=meta).eval()
+    _randomise_norms(model)
+    _set_gammas(model, {'backbone.layer4.0.attn': 0.7})
+    batch = {'images': torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8,
+                                     generator=torch.Generator().manual_seed(3)),
+             'input_ids': torch.tensor([[2, 3, 4], [2, 3, 0], [4, 2, 3]]),
+             'attention_mask': torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1]]), 'question_ids': [1, 2, 3]}
+    with torch.no_grad():
+        logits = model.forward_logits(batch)['logits']
+        answers = model(batch)
+    fast, report = prepare_fast(copy.deepcopy(model), bf16=False)
+    assert report.fold.kept_attention == ['backbone.layer4.0.attn'] and len(report.fold.folded_attention) == 5
+    with torch.no_grad():
+        assert _close(fast.forward_logits(batch)['logits'], logits)
+    for a, b in zip(answers, fast(batch)):
+        assert a['answer'] == b['answer'] and torch.equal(a['answer_ids'], b['answer_ids'])
+
+
+def test_bf16_detection_and_forced_bf16_runs_under_autocast(tmp_path):
+    with_units = tmp_path / 'amx'
+    with_units.write_text('processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n')
+    without = tmp_path / 'avx2'
+    without.write_text('processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n')
+    native, why = cpu_bf16_units(str(with_units))
+    assert native and 'avx512_bf16' in why and 'amx_bf16' in why
+    native, why = cpu_bf16_units(str(without))
+    assert not native and 'lacks' in why
+    torch.manual_seed(0)
+    model = _segmentor(dict(type='fcn', in_index=3, channels=16, num_convs=1)).eval()
+    dtypes = []
+    model.decode_head.conv_seg.register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
+    images = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    metas = [{'ori_size': (32, 32), 'img_size': (32, 32)}]
+    with torch.no_grad():
+        fp32 = model.encode_decode(model.normalizer(images))
+    fast, report = prepare_fast(model, bf16=True)
+    assert report.bf16 and 'bf16=True requested' in report.bf16_reason
+    fast({'images': images, 'metas': metas})
+    assert dtypes == [torch.float32, torch.bfloat16]
+    with pytest.raises(ConfigError, match='prepared already'):
+        prepare_fast(fast)
+    with pytest.raises(ConfigError, match="bf16 must be True, False or 'auto'"):
+        prepare_fast(_segmentor(dict(type='fcn', in_index=3, channels=16)), bf16='yes')
+    assert fp32.dtype == torch.float32
+
+
+# ------------------------------------------------------------------ command line
+CONFIG = """
+task = 'segmentation'
+metainfo = dict(classes=['background', 'circle', 'square', 'triangle', 'star'])
+model = dict(type='Segmentor',
+             backbone=dict(type='ResNet', depth=18, base_channels=8, out_indices=(0, 1, 2, 3), output_stride=8,
+                           attention=dict(type='cbam'), identity_init=True),
+             decode_head=dict(type='danet', in_index=3, channels=16))
+voc = dict(type='VOCSegmentation', root={root!r}, pipeline=[], metainfo=metainfo)
+data = dict(val=dict(dataset=dict(voc, split_file='ImageSets/Segmentation/val.txt'), batch_size=3, num_workers=0))
+evaluator = dict(type='IoUMetric')
+runtime = dict(tensorboard=False)
+"""
+
+
+@pytest.fixture(scope='module')
+def seg_files(tmp_path_factory, demo_data):
+    """A DANet config on the demo VOC split and a checkpoint with random BN statistics and some trained gammas."""
+    from attnkit import load_config
+    from attnkit.engine.checkpoint import save_atomic
+    tmp = tmp_path_factory.mktemp('fast_cli')
+    cfg_path = tmp / 'seg.py'
+    cfg_path.write_text(CONFIG.format(root=demo_data['voc_root']))
+    cfg = load_config(str(cfg_path))
+    torch.manual_seed(0)
+    model = build_model(cfg.model, metainfo=dict(cfg.metainfo))
+    _randomise_norms(model)
+    _set_gammas(model, {'backbone.layer3.1.attn': 0.4, 'decode_head.pam': 0.8})
+    _balance_classes(model, demo_data['img_dir'])
+    ckpt = tmp / 'model.pth'
+    save_atomic({'model': model.state_dict(), 'meta': model.metainfo}, str(ckpt))
+    return str(cfg_path), str(ckpt), tmp
+
+
+def _balance_classes(model: nn.Module, img_dir: str) -> None:
+    """Shift the classifier's biases by each class's median logit on demo images, so that every class wins
+    somewhere (a random network otherwise predicts one class everywhere and every metric is 0)."""
+    import numpy as np
+    from PIL import Image
+    names = sorted(os.listdir(img_dir))[:6]
+    images = torch.stack([torch.from_numpy(np.asarray(Image.open(os.path.join(img_dir, n)).convert('RGB')).copy())
+                          .permute(2, 0, 1) for n in names])
+    seen = []
+    hook = model.decode_head.conv_seg.register_forward_hook(lambda m, a, out: seen.append(out))
+    model.eval()
+    with torch.no_grad():
+        model.encode_decode(model.normalizer(images))
+        hook.remove()
+        model.decode_head.conv_seg.bias -= seen[0].transpose(0, 1).flatten(1).median(dim=1).values
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, '-m', 'attnkit', *argv], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, NO_ALBUMENTATIONS_UPDATE='1', HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1'))
+
+
+def test_test_command_fast_gives_the_eager_metrics(seg_files):
+    cfg, ckpt, tmp = seg_files
+    eager = _run('test', cfg, ckpt, '--device', 'cpu', '--out', str(tmp / 'eager.json'))
+    fast = _run('test', cfg, ckpt, '--device', 'cpu', '--fast', '--out', str(tmp / 'fast.json'))
+    assert eager.returncode == 0 and fast.returncode == 0, eager.stderr + fast.stderr
+    assert 'fast path on cpu' in fast.stderr and 'identity attention modules removed' in fast.stderr
+    assert 'mIoU' in eager.stdout and 'mIoU' in fast.stdout
+    m_eager, m_fast = (json.loads((tmp / f'{m}.json').read_text()) for m in ('eager', 'fast'))
+    assert m_eager['mIoU'] > 0.05 and m_eager['aAcc'] > 0.05  # a non-trivial prediction: every pixel counts
+    assert {k: round(v, 3) for k, v in m_eager.items()} == {k: round(v, 3) for k, v in m_fast.items()}
+
+
+def test_infer_command_fast_writes_the_same_masks(seg_files, demo_data):
+    import numpy as np
+    from PIL import Image
+
+    from attnkit import cli
+    cfg, ckpt, tmp = seg_files
+    image = os.path.join(demo_data['img_dir'], '000013.jpg')
+    out = {}
+    for mode in ('eager', 'fast'):
+        argv = ['infer', cfg, ckpt, image, '--out', str(tmp / mode), '--device', 'cpu']
+        assert cli.main(argv + (['--fast', '--fast-dtype', 'fp32'] if mode == 'fast' else [])) == 0
+        masks = [f for f in os.listdir(tmp / mode) if f.endswith('_mask.png')]
+        assert len(masks) == 1
+        out[mode] = np.asarray(Image.open(tmp / mode / masks[0]))
+    assert np.array_equal(out['eager'], out['fast'])
+
+
+# ------------------------------------------------------------------ benchmark
+def test_bench_deploy_smoke_writes_the_table(tmp_path, capsys):
+    from attnkit.benchmarks import deploy
+    out = tmp_path / 'deploy.md'
+    assert deploy.main(['--smoke', '--only', 'fcn_512', '--only', 'attention', '--out', str(out)]) == 0
+    text = out.read_text()
+    assert text == capsys.readouterr().out.split('[bench deploy] attention ...\n', 1)[1]
+    rows = [line for line in text.splitlines() if line.startswith('| FCN')]
+    assert len(rows) == 4, text  # torchvision, attnkit eager, fast, ONNX Runtime
+    assert '| torchvision lraspp_mobilenet_v3_large eager |' in rows[0] and '| 1.00 |' in rows[0]
+    assert '| ONNX Runtime |' in rows[3]
+    assert '100.000 % pixels equal' in rows[2] and '| attnkit fast |' in rows[2]
+    assert 'Machine:' in text and 'threads' in text and 'Load before' in text
+    for kind in ('plain', 'cbam', 'se', 'gc'):
+        assert f'| {kind} | fast |' in text
+    assert deploy._compare('detection', [{'boxes': torch.ones(2, 4), 'labels': torch.tensor([1, 2])}],
+                           [{'boxes': torch.ones(2, 4) + 1e-3, 'labels': torch.tensor([1, 2])}]) == \
+        '2 boxes, labels equal, max |box diff| 1.0e-03 px'
+    with pytest.raises(ConfigError, match="'fcos_512'"):
+        deploy.main(['--only', 'fcos512'])
+
+
+def test_compile_option_compiles_the_model_and_keeps_the_output():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 4, 1)).eval()
+    _randomise_norms(model)
+    x = torch.randn(1, 3, 16, 16)
+    expected = model(x)
+    fast, report = prepare_fast(model, bf16=False, compile=True)
+    assert report.compiled == ['(whole model)'] and 'compiled: (whole model)' in report.summary()
+    got = fast(x)
+    assert not got.requires_grad and _close(got, expected)
