@@ -35,6 +35,9 @@ __all__ = ['VQAv2Dataset', 'swap_words']
 
 DEFAULT_PIPELINE = (dict(type='Resize', height=448, width=448),)
 DEFAULT_FLIP_WORDS = {'left': 'right', 'right': 'left'}
+# questions-file ``data_subtype`` -> the subtype in the image file names, where they differ: the official test-dev
+# questions ("test-dev2015") are about a subset of the test2015 images (COCO_test2015_<id>.jpg in test2015/).
+IMAGE_SUBTYPES = {'test-dev2015': 'test2015'}
 
 
 def swap_words(text: str, words: Mapping[str, str]) -> str:
@@ -87,8 +90,11 @@ class VQAv2Dataset(Dataset):
         questions_file: the questions JSON (``questions`` list).
         annotations_file: the annotations JSON (``annotations`` list), or ``None`` for a test split.
         img_dir: folder of the images.
-        img_name_template: image file name, formatted with ``subtype`` (the questions file's
-            ``data_subtype``) and ``image_id``; the demo data uses ``'{image_id:06d}.jpg'``.
+        img_name_template: image file name, formatted with ``subtype`` (the image subtype, see
+            ``image_subtype``) and ``image_id``; the demo data uses ``'{image_id:06d}.jpg'``.
+        image_subtype: the subtype the image files are named after; None derives it from the questions file's
+            ``data_subtype`` — the same name, except that the official test-dev questions
+            (``data_subtype: test-dev2015``) ask about the ``test2015`` images (``COCO_test2015_*.jpg``).
         pipeline: albumentations transform configs (resize; no flip here: a plain flip falsifies "left of"
             questions — use ``flip_prob``).
         flip_prob: probability of a question-aware horizontal flip per image (training splits): the image is
@@ -117,7 +123,7 @@ class VQAv2Dataset(Dataset):
                  pipeline: Sequence[Mapping[str, Any]] = DEFAULT_PIPELINE, answer_min_count: int = 9,
                  max_question_len: int = 14, tokenizer: Mapping[str, Any] | None = None,
                  metainfo: Mapping[str, Any] | None = None, flip_prob: float = 0.0,
-                 flip_words: Mapping[str, str] | None = None) -> None:
+                 flip_words: Mapping[str, str] | None = None, image_subtype: str | None = None) -> None:
         if not 0.0 <= flip_prob <= 1.0:
             raise ConfigError(f'VQAv2Dataset flip_prob must be in [0, 1], got {flip_prob!r}.')
         self.flip_prob = float(flip_prob)
@@ -130,7 +136,8 @@ class VQAv2Dataset(Dataset):
         self.stats = {'questions': 0, 'empty_questions': 0, 'answers': 0, 'answers_outside_vocab': 0,
                       'questions_without_target': 0, 'flipped_answers_outside_vocab': 0}
         subtype, questions = self._read_questions()
-        self.subtype = subtype
+        self.question_subtype = subtype
+        self.subtype = image_subtype if image_subtype is not None else IMAGE_SUBTYPES.get(subtype, subtype)
         annotations = self._read_annotations(questions) if self.annotations_file else None
         self.metainfo = self._make_metainfo(metainfo, tokenizer, questions, annotations, answer_min_count,
                                             max_question_len)
