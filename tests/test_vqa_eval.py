@@ -128,3 +128,58 @@ def test_evaluator_legacy_switch():
         ev = build(METRICS, dict(type='VQAAccuracy', legacy=legacy), dataset=ds)
         ev.process({}, [{'question_id': 1, 'answer': 'Yes'}, {'question_id': 2, 'answer': 'two'}])
         assert ev.compute()['accuracy'] == pytest.approx(expected)
+
+
+def test_per_question_kind_accuracy_equals_a_hand_count(demo_data):
+    """question_kinds: by the annotations' question_type and by regexes, against counts made from the raw JSON."""
+    import json
+    import re as regex
+
+    from attnkit.builder import build_dataset
+    from attnkit.errors import ConfigError
+    from attnkit.evaluation.vqa import vqa_accuracy
+
+    dataset = build_dataset(dict(type='VQAv2Dataset', questions_file=demo_data['vqa_val_questions'],
+                                 annotations_file=demo_data['vqa_val_annotations'], img_dir=demo_data['img_dir'],
+                                 img_name_template='{image_id:06d}.jpg', answer_min_count=1))
+    with open(demo_data['vqa_val_questions']) as f:
+        questions = {q['question_id']: q['question'] for q in json.load(f)['questions']}
+    with open(demo_data['vqa_val_annotations']) as f:
+        anns = {a['question_id']: a for a in json.load(f)['annotations']}
+    # the majority answer on every other question, a wrong answer elsewhere
+    qids = sorted(anns)
+    preds = [{'question_id': qid, 'answer': anns[qid]['multiple_choice_answer'] if i % 2 == 0 else 'zebra'}
+             for i, qid in enumerate(qids)]
+    predicted = {p['question_id']: p['answer'] for p in preds}
+
+    def score(qid):  # per question: the official rule (tested on its own above); the grouping is what is new here
+        return vqa_accuracy(predicted[qid], [a['answer'] for a in anns[qid]['answers']])
+
+    def hand(kind_of):
+        groups = {}
+        for qid in qids:
+            groups.setdefault(kind_of(qid), []).append(score(qid))
+        return {k: (sum(v) / len(v), len(v)) for k, v in groups.items()}
+
+    by_type = VQAAccuracy(dataset, question_kinds='question_type')
+    by_type.process({}, preds)
+    metrics = by_type.compute()
+    expected = hand(lambda qid: anns[qid]['question_type'])
+    assert len(expected) >= 4
+    for kind, (acc, n) in expected.items():
+        assert metrics[f'kind_{kind}'] == pytest.approx(acc) and metrics[f'num_kind_{kind}'] == n
+
+    kinds = {'colour': r'\bcolou?r\b', 'count': r'^how many', 'left/right': r'\b(left|right)\b'}
+    by_regex = VQAAccuracy(dataset, question_kinds=kinds)
+    by_regex.process({}, preds)
+    metrics = by_regex.compute()
+    expected = hand(lambda qid: next((k for k, p in kinds.items() if regex.search(p, questions[qid], regex.I)),
+                                     'unmatched'))
+    assert {k[len('kind_'):] for k in metrics if k.startswith('kind_')} == set(expected)
+    for kind, (acc, n) in expected.items():
+        assert metrics[f'kind_{kind}'] == pytest.approx(acc) and metrics[f'num_kind_{kind}'] == n
+    assert 'question kind' in by_regex.summary() and 'left/right' in by_regex.summary()
+    with pytest.raises(ConfigError, match=r"question_kinds\['bad'\] = '\(' is not a regular expression"):
+        VQAAccuracy(dataset, question_kinds={'bad': '('})
+    with pytest.raises(ConfigError, match='needs the evaluated VQA dataset'):
+        VQAAccuracy(None, question_kinds='question_type')

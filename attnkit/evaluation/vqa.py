@@ -37,6 +37,7 @@ from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 from ..errors import DataError
+from ..errors import ConfigError
 from ..registry import METRICS
 from .base import BaseEvaluator
 
@@ -149,15 +150,25 @@ class VQAAccuracy(BaseEvaluator):
         dataset: the evaluated dataset.
         annotations_file: an official VQA v2 annotations JSON, used when ``dataset`` is ``None``.
         legacy: score with the earlier official rule (module docstring), to compare with older papers.
+        question_kinds: per-question-kind accuracy besides the answer types: ``'question_type'`` groups by the
+            annotations' ``question_type`` field; a mapping ``{kind: regex}`` groups by the first regex that
+            matches the question text (case-insensitive ``re.search``, in the mapping's order; questions matching
+            none are counted under ``'unmatched'``). Needs the evaluated dataset (``get_question``).
 
     ``compute()`` returns ``{'accuracy': overall, 'accuracy_yes/no': ..., 'accuracy_number': ...,
-    'accuracy_other': ..., 'num_questions': n}`` (accuracies in [0, 1]); a split without annotations (test)
+    'accuracy_other': ..., 'num_questions': n}`` (accuracies in [0, 1]), and with ``question_kinds`` one
+    ``kind_<name>`` accuracy and ``num_kind_<name>`` count per kind; a split without annotations (test)
     gives ``{}`` — use :meth:`dump_results` to write the results file for the evaluation server.
     """
 
-    def __init__(self, dataset: Any = None, annotations_file: str | None = None, legacy: bool = False) -> None:
+    def __init__(self, dataset: Any = None, annotations_file: str | None = None, legacy: bool = False,
+                 question_kinds: str | Mapping[str, str] | None = None) -> None:
         super().__init__(dataset)
         self.legacy = bool(legacy)
+        self._kinds = _compile_kinds(question_kinds)
+        if self._kinds is not None and not hasattr(dataset, 'get_question'):
+            raise ConfigError('VQAAccuracy question_kinds needs the evaluated VQA dataset (with get_question); '
+                              f'got {type(dataset).__name__}.')
         self._gt: dict[int, tuple[list[str], str]] | None = None
         if dataset is None and annotations_file is not None:
             self._gt = load_ground_truth(annotations_file)
@@ -177,6 +188,7 @@ class VQAAccuracy(BaseEvaluator):
     def compute(self) -> dict[str, float]:
         """Overall and per-answer-type accuracy over ``self.results`` (each question once)."""
         per_type: dict[str, list[float]] = defaultdict(list)
+        per_kind: dict[str, list[float]] = defaultdict(list)
         scores: list[float] = []
         seen: set[int] = set()
         for rec in self.results:
@@ -191,6 +203,8 @@ class VQAAccuracy(BaseEvaluator):
             acc = vqa_accuracy(rec['answer'], answers, legacy=self.legacy)
             scores.append(acc)
             per_type[answer_type].append(acc)
+            if self._kinds is not None:
+                per_kind[self._kind_of(qid)].append(acc)
         if not scores:
             return {}
         out = {'accuracy': sum(scores) / len(scores)}
@@ -198,7 +212,20 @@ class VQAAccuracy(BaseEvaluator):
             accs = per_type[answer_type]
             out[f'accuracy_{answer_type}'] = sum(accs) / len(accs)
         out['num_questions'] = float(len(scores))
+        for kind, accs in per_kind.items():
+            out[f'kind_{kind}'] = sum(accs) / len(accs)
+            out[f'num_kind_{kind}'] = float(len(accs))
         return out
+
+    def _kind_of(self, question_id: int) -> str:
+        """The question's kind: its annotated question_type, or the first ``question_kinds`` regex it matches."""
+        found = self.dataset.get_question(question_id)
+        if found is None:
+            return 'unmatched'
+        text, question_type = found
+        if isinstance(self._kinds, str):
+            return question_type or 'unmatched'
+        return next((kind for kind, pattern in self._kinds.items() if pattern.search(text)), 'unmatched')
 
     def summary(self) -> str:
         """A small table: answer type, questions, accuracy (%)."""
@@ -211,6 +238,11 @@ class VQAAccuracy(BaseEvaluator):
                 name = key[len('accuracy_'):] if key != 'accuracy' else 'overall'
                 lines.append(f'{name:<12} {100 * value:>10.2f}')
         lines.append(f"questions: {int(metrics['num_questions'])}")
+        kinds = [k[len('kind_'):] for k in metrics if k.startswith('kind_')]
+        if kinds:
+            lines.append(f"{'question kind':<16} {'questions':>9} {'accuracy %':>10}")
+            for kind in kinds:
+                lines.append(f"{kind:<16} {int(metrics['num_kind_' + kind]):>9} {100 * metrics['kind_' + kind]:>10.2f}")
         return '\n'.join(lines)
 
     def dump_results(self, path: str | os.PathLike) -> str:
@@ -226,6 +258,23 @@ class VQAAccuracy(BaseEvaluator):
         with open(path, 'w') as f:
             json.dump(rows, f)
         return path
+
+
+def _compile_kinds(kinds: str | Mapping[str, str] | None) -> str | dict[str, 're.Pattern[str]'] | None:
+    """``'question_type'``, ``{kind: compiled regex}`` or None; a ConfigError for anything else."""
+    if kinds is None or kinds == 'question_type':
+        return kinds
+    if not isinstance(kinds, Mapping) or not kinds:
+        raise ConfigError(f"VQAAccuracy question_kinds must be 'question_type' or a non-empty {{kind: regex}} "
+                          f'mapping, got {kinds!r}.')
+    compiled = {}
+    for kind, pattern in kinds.items():
+        try:
+            compiled[str(kind)] = re.compile(pattern, re.IGNORECASE)
+        except (re.error, TypeError) as exc:
+            raise ConfigError(f'VQAAccuracy question_kinds[{kind!r}] = {pattern!r} is not a regular expression: '
+                              f'{exc}') from None
+    return compiled
 
 
 def load_ground_truth(annotations_file: str | os.PathLike) -> dict[int, tuple[list[str], str]]:

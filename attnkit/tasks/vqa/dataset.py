@@ -253,7 +253,8 @@ class VQAv2Dataset(Dataset):
                 self.stats['answers'] += len(answers)
                 self.stats['answers_outside_vocab'] += outside
                 self.stats['questions_without_target'] += not scores
-                rec.update(answers=answers, answer_type=ann.get('answer_type', 'other'), scores=scores)
+                rec.update(answers=answers, answer_type=ann.get('answer_type', 'other'), scores=scores,
+                           question_type=ann.get('question_type'))
                 if self.flip_prob > 0:
                     flipped = [swap_words(a, self.flip_words) for a in answers]
                     if flipped != answers:  # e.g. "left" -> "right": targets of the mirrored image
@@ -305,6 +306,13 @@ class VQAv2Dataset(Dataset):
         if rec is None or 'answers' not in rec:
             return None
         return rec['answers'], rec['answer_type']
+
+    def get_question(self, question_id: int) -> tuple[str, str | None] | None:
+        """``(question text, the annotations' question_type or None)``; ``None`` for an unknown id."""
+        if not hasattr(self, '_by_qid'):
+            self._by_qid = {r['question_id']: r for r in self.records}
+        rec = self._by_qid.get(int(question_id))
+        return None if rec is None else (rec['question'], rec.get('question_type'))
 
     def _load(self, rec: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         """Read and transform the image of ``rec``: the (3, H, W) image and its meta (without the question id)."""
