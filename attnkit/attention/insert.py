@@ -204,7 +204,8 @@ def _static_channels(module: nn.Module, where: str) -> int | None:
     return None
 
 
-def _first_tensor(value: Any) -> Tensor | None:
+def first_tensor(value: Any) -> Tensor | None:
+    """``value`` if it is a tensor, else the first item of a tuple/list output when that is one, else None."""
     if isinstance(value, Tensor):
         return value
     if isinstance(value, (tuple, list)) and value and isinstance(value[0], Tensor):
@@ -221,7 +222,7 @@ def _dry_run_shapes(model: nn.Module, targets: Sequence[tuple[str, str, str]], e
         module = model.get_submodule(path)
 
         def hook(mod, args, out, key=(path, where)):
-            tensor = _first_tensor(out if key[1] == 'after' else args)
+            tensor = first_tensor(out if key[1] == 'after' else args)
             if tensor is not None and key not in shapes:
                 shapes[key] = tuple(tensor.shape)
         handles.append(module.register_forward_hook(hook))

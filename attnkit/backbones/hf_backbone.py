@@ -11,23 +11,16 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..registry import BACKBONES
 from .hf_load import load_hf_backbone
-from .norm import is_batch_norm
+from ..attention.insert import first_tensor as _first_tensor
+from .freezing import FrozenPartsMixin
 
 __all__ = ['HFBackbone']
 
 _EMBEDDING_NAMES = ('embeddings', 'embedder')
 
 
-def _first_tensor(value: Any) -> Tensor | None:
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], Tensor):
-        return value[0]
-    return None
-
-
 @BACKBONES.register_module('HFBackbone')
-class HFBackbone(nn.Module):
+class HFBackbone(FrozenPartsMixin, nn.Module):
     """A ``transformers.AutoBackbone`` with attnkit's backbone contract (as :class:`~attnkit.backbones.ResNet`).
 
     Args:
@@ -191,24 +184,6 @@ class HFBackbone(nn.Module):
         if self._stages is not None:
             mods += list(self._stages[:self.frozen_stages])
         return mods
-
-    def _freeze_stages(self) -> None:
-        for module in self._frozen_modules():
-            module.eval()
-            for p in module.parameters():
-                p.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> 'HFBackbone':
-        """Switch mode, keeping frozen parts (and, with ``norm_eval``, every batch norm) in eval mode."""
-        super().train(mode)
-        if mode:
-            for module in self._frozen_modules():
-                module.eval()
-            if self.norm_eval:
-                for m in self.modules():
-                    if is_batch_norm(m):
-                        m.eval()
-        return self
 
     # -- forward ------------------------------------------------------------------------------------------
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:

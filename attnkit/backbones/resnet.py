@@ -9,7 +9,8 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..registry import BACKBONES
 from .blocks import ATTENTION_POSITIONS, BasicBlock, Bottleneck, conv1x1, last_norm
-from .norm import NORMS, build_norm, is_batch_norm
+from .freezing import FrozenPartsMixin
+from .norm import NORMS, build_norm
 from .pretrained import LoadReport, load_pretrained
 
 __all__ = ['ResNet', 'ResNeXt', 'ARCH_SETTINGS']
@@ -33,7 +34,7 @@ def _stage_flags(cfg: Mapping[str, Any], what: str, default: tuple[bool, ...]) -
 
 
 @BACKBONES.register_module('ResNet')
-class ResNet(nn.Module):
+class ResNet(FrozenPartsMixin, nn.Module):
     """ResNet / ResNeXt (torchvision's "v1.5": stride in the 3x3 conv) returning multi-scale features.
 
     Parameter names equal torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer2.0.downsample.0``,
@@ -226,24 +227,6 @@ class ResNet(nn.Module):
         mods: list[nn.Module] = [self.conv1, self.bn1]
         mods += [getattr(self, n) for n in STAGE_NAMES[:self.frozen_stages] if hasattr(self, n)]
         return mods
-
-    def _freeze_stages(self) -> None:
-        for module in self._frozen_modules():
-            module.eval()
-            for p in module.parameters():
-                p.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> 'ResNet':
-        """Switch mode, keeping frozen stages (and, with ``norm_eval``, every batch norm) in eval mode."""
-        super().train(mode)
-        if mode:
-            for module in self._frozen_modules():
-                module.eval()
-            if self.norm_eval:
-                for m in self.modules():
-                    if is_batch_norm(m):
-                        m.eval()
-        return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """(N, in_channels, H, W) -> one (N, out_channels[i], H/strides[i], W/strides[i]) map per out index."""

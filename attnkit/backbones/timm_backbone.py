@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import BACKBONES, closest_names
-from .norm import is_batch_norm
+from .freezing import FrozenPartsMixin
 from .pretrained import LoadReport
 from .timm_names import display_names, display_state_keys, reference_model, to_display
 from .timm_pretrained import load_timm_pretrained
@@ -58,7 +58,7 @@ def _patterns(matcher: Any) -> list[Any]:
 
 
 @BACKBONES.register_module('TimmBackbone')
-class TimmBackbone(nn.Module):
+class TimmBackbone(FrozenPartsMixin, nn.Module):
     """A timm model's ``features_only`` network (``timm.create_model(model_name, features_only=True)``) returning
     the multi-scale maps of ``out_indices``.
 
@@ -191,17 +191,9 @@ class TimmBackbone(nn.Module):
         for name in covered:
             self.get_submodule(name).eval()
 
-    def train(self, mode: bool = True) -> 'TimmBackbone':
-        """Switch mode, keeping frozen parts (and, with ``norm_eval``, every batch norm) in eval mode."""
-        super().train(mode)
-        if mode:
-            for name in self._frozen_names:
-                self.get_submodule(name).eval()
-            if self.norm_eval:
-                for m in self.modules():
-                    if is_batch_norm(m):
-                        m.eval()
-        return self
+    def _frozen_modules(self) -> list[nn.Module]:
+        """The largest modules whose parameters are all frozen (by name: a SyncBN conversion replaces modules)."""
+        return [self.get_submodule(name) for name in self._frozen_names]
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """(N, in_chans, H, W) -> one (N, out_channels[i], H/strides[i], W/strides[i]) map per out index."""
