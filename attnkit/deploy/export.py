@@ -243,6 +243,23 @@ def _blame_attention(wrapper: nn.Module, inputs: tuple[Tensor, ...], fmt: str, e
     return ExportError(f'{type(wrapper).__name__} cannot be exported to {fmt}: {_reason(exc)}')
 
 
+def _prepare(model: nn.Module, task: str | None, size: Sequence[int], inputs: tuple[Tensor, ...] | None,
+             dynamic: bool) -> tuple[str, nn.Module, tuple[Tensor, ...], Any]:
+    """``(task, export wrapper, example inputs, dynamic shapes)`` shared by both formats (size checked first)."""
+    task = task or task_of(model)
+    size = check_size(model, size)
+    wrapper = wrap_for_export(model, task)
+    inputs, shapes = _trace_inputs(model, task, size, inputs, dynamic)
+    return task, wrapper, inputs, shapes
+
+
+def _output_path(path: str | os.PathLike) -> str:
+    """``path`` as a string, its folder created."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
+
+
 def export_onnx(model: nn.Module, task: str | None, size: Sequence[int], path: str | os.PathLike,
                 dynamic: bool = False, inputs: tuple[Tensor, ...] | None = None) -> str:
     """Write ``model``'s export wrapper as ONNX to ``path``.
@@ -262,18 +279,14 @@ def export_onnx(model: nn.Module, task: str | None, size: Sequence[int], path: s
         ExportError: a missing package, or a model that cannot be exported (naming the attention module).
     """
     require_packages('onnx')
-    task = task or task_of(model)
-    size = check_size(model, size)
-    wrapper = wrap_for_export(model, task)
-    inputs, shapes = _trace_inputs(model, task, size, inputs, dynamic)
+    task, wrapper, inputs, shapes = _prepare(model, task, size, inputs, dynamic)
     try:
         with torch.no_grad():
             program = _onnx_program(wrapper, inputs, shapes, INPUT_NAMES[task], OUTPUT_NAMES[task])
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; name the module instead
         raise _blame_attention(wrapper, inputs, 'ONNX', exc,
                                lambda m, x: _onnx_program(m, x, None, ['x'], ['y'])) from exc
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    path = _output_path(path)
     program.save(path, external_data=False)
     return path
 
@@ -285,18 +298,14 @@ def export_torch(model: nn.Module, task: str | None, size: Sequence[int], path: 
     Same arguments and errors as :func:`export_onnx`.
     """
     require_packages('torch.export')
-    task = task or task_of(model)
-    size = check_size(model, size)
-    wrapper = wrap_for_export(model, task)
-    inputs, shapes = _trace_inputs(model, task, size, inputs, dynamic)
+    task, wrapper, inputs, shapes = _prepare(model, task, size, inputs, dynamic)
     try:
         with torch.no_grad():
             program = _torch_program(wrapper, inputs, shapes)
     except Exception as exc:  # noqa: BLE001
         raise _blame_attention(wrapper, inputs, 'torch.export', exc,
                                lambda m, x: _torch_program(m, x, None)) from exc
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    path = _output_path(path)
     torch.export.save(program, path)
     return path
 
