@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .registry import ATTENTION, BACKBONES, DATASETS, HEADS, METRICS, MODELS, NECKS, build
+from .registry import ATTENTION, BACKBONES, DATASETS, HEADS, METRICS, MODELS, NECKS, POOLING, build
 
-__all__ = ['build_attention', 'build_backbone', 'build_neck', 'build_head', 'build_model', 'build_dataset',
-           'build_evaluator']
+__all__ = ['build_attention', 'build_pooling', 'build_backbone', 'build_neck', 'build_head', 'build_model',
+           'build_dataset', 'build_evaluator']
 
 Cfg = Mapping[str, Any]
 
@@ -16,6 +16,14 @@ def build_attention(cfg: Cfg | str | None, channels: int, **kwargs: Any):
     if isinstance(cfg, str):
         cfg = {'type': cfg}
     return build(ATTENTION, cfg, channels=channels, **kwargs)
+
+
+def build_pooling(cfg: Cfg | str | None, channels: int, **kwargs: Any):
+    """A downsampler for ``channels`` channels from ``dict(type='lip', ...)`` or just ``'lip'``:
+    (N, channels, H, W) -> (N, channels, ceil(H/2), ceil(W/2))."""
+    if isinstance(cfg, str):
+        cfg = {'type': cfg}
+    return build(POOLING, cfg, channels=channels, **kwargs)
 
 
 def build_backbone(cfg: Cfg, **kwargs: Any):

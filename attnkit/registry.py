@@ -27,10 +27,11 @@ MODELS = Registry('model')
 DATASETS = Registry('dataset')
 TRANSFORMS = Registry('transform')
 METRICS = Registry('metric')
+POOLING = Registry('pooling')  # downsamplers (N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2)): lip, softpool, ...
 INFERENCERS = Registry('inferencer')  # model type -> function that runs ``attnkit infer`` for that task
 
 __all__ = ['ATTENTION', 'BACKBONES', 'NECKS', 'HEADS', 'MODELS', 'DATASETS', 'TRANSFORMS', 'METRICS',
-           'INFERENCERS', 'build', 'get_registered', 'closest_names']
+           'INFERENCERS', 'POOLING', 'build', 'get_registered', 'closest_names']
 
 
 def closest_names(name: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.4) -> list[str]:

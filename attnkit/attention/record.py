@@ -7,6 +7,9 @@
     maps['backbone.layer4.0.sa']   # (N, heads, H, W): where the centre pixel looks
 
 Outside the context nothing is computed or kept: each module checks one attribute (``_recorder``).
+
+Modules that are not attention modules (downsamplers, pooling heads) take part by having a ``_recorder``
+attribute, most simply by inheriting :class:`Recordable`: ``record()`` sets it on every module that has one.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from torch import Tensor, nn
 
 from .base import AttentionModule
 
-__all__ = ['record', 'Recorder', 'Query']
+__all__ = ['record', 'Recorder', 'Recordable', 'Query']
 
 Query = tuple[int | float, int | float]
 
@@ -49,6 +52,27 @@ class Recorder:
         return y * width + x
 
 
+class Recordable:
+    """Mixin (before ``nn.Module``) for a module outside :class:`AttentionModule` that records maps.
+
+    ``record(model)`` sets ``_recorder`` on every module of the model that has the attribute (the hook: a
+    class attribute here, so a subclass needs no ``__init__`` code); the module checks ``self.recording``
+    and stores maps with ``self.record_map(value, suffix)``.
+    """
+
+    _recorder: Recorder | None = None
+
+    @property
+    def recording(self) -> bool:
+        """True inside ``record(...)`` (compute maps only then)."""
+        return self._recorder is not None
+
+    def record_map(self, value: Tensor, suffix: str = '') -> None:
+        """Store ``value`` (detached) under this module's name (+ suffix) while recording."""
+        if self._recorder is not None:
+            self._recorder.put(value, suffix)
+
+
 def _coordinate(value: int | float, size: int, axis: str, name: str) -> int:
     if isinstance(value, float):
         if not 0.0 <= value <= 1.0:
@@ -65,7 +89,8 @@ def record(model: nn.Module, query: Query | None = None) -> Iterator[dict[str, T
     """Record the attention maps of every attention module in ``model`` during forwards in the context.
 
     Args:
-        model: any module; every :class:`AttentionModule` inside it (itself included) records.
+        model: any module; every :class:`AttentionModule` inside it (itself included) records, and so does
+            every other module with a ``_recorder`` attribute (:class:`Recordable`: downsamplers, heads).
         query: ``None`` keeps full self-attention maps (N, heads, HW, HW); ``(y, x)`` keeps only the
             attention of that query pixel, (N, heads, H, W). Ints are pixels at each module's input size,
             floats in [0, 1] relative positions.
@@ -75,10 +100,12 @@ def record(model: nn.Module, query: Query | None = None) -> Iterator[dict[str, T
         forwards run inside the context; maps are detached. Shapes: se/eca channel weights (N, C);
         cbam spatial (N, 1, H, W) and ``name + '.channel'`` (N, C); coord/simam/gc (N, 1, H, W);
         nonlocal/mhsa/danet_pam/criss_cross (N, heads, HW, HW) or (N, heads, H, W) with ``query``;
-        danet_cam (N, C, C).
+        danet_cam (N, C, C); downsamplers (lip, softpool, guided) their importance map (N, 1, H, W) at the
+        input resolution.
     """
     maps: dict[str, Tensor] = {}
-    modules = [(name or type(m).__name__, m) for name, m in model.named_modules() if isinstance(m, AttentionModule)]
+    modules = [(name or type(m).__name__, m) for name, m in model.named_modules()
+               if isinstance(m, AttentionModule) or hasattr(m, '_recorder')]
     previous = [m._recorder for _, m in modules]
     try:
         for name, m in modules:

@@ -9,6 +9,11 @@ names torchvision does not use:
   addition and ReLU (``'after_block'``).
 * ``sa``: a self-attention module (e.g. BoTNet's ``mhsa``) that *replaces* the 3x3 convolution
   ``conv2``; a stride-2 block passes ``stride=2`` to it (BoTNet average-pools after attention).
+* ``pool`` and ``downsample_pool``: downsamplers (``lip``, ``softpool``, ...; registry ``POOLING``) that take
+  over a stride-2 block's downsampling, as LIP-ResNet: ``pool`` runs on the input of the strided convolution
+  (``conv2`` of a bottleneck, ``conv1`` of a basic block), which then runs at stride 1, and
+  ``downsample_pool`` on the shortcut's input before its 1x1 conv (built at stride 1 by the ResNet).
+  The convolutions keep their names and shapes, so plain ResNet state dicts still load.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from typing import Any, Mapping
 from torch import Tensor, nn
 
 from ..attention.insert import insert
-from ..builder import build_attention
+from ..builder import build_attention, build_pooling
 from ..errors import ConfigError
 from .norm import build_norm
 
@@ -64,6 +69,33 @@ class _AttentionSlots(nn.Module):
             target = '' if position == 'after_block' else ('bn3' if hasattr(self, 'bn3') else 'bn2')
             insert(self, dict(attention, after=[target], channels=channels, name='attn'), identity_init=identity_init)
 
+    @staticmethod
+    def _conv_stride(pool: Mapping[str, Any] | None, stride: int) -> int:
+        """Stride of the block's strided conv: 1 when a downsampler takes over its stride 2."""
+        if pool is None or stride == 1:
+            return stride
+        if stride != 2:
+            raise ConfigError(f'a downsampler halves the size; it cannot replace stride {stride}.')
+        return 1
+
+    def _init_pools(self, pool: Mapping[str, Any] | None, stride: int, main_channels: int,
+                    in_channels: int) -> None:
+        """Build ``pool`` (on the strided conv's input, ``main_channels``) and ``downsample_pool`` (on the
+        shortcut's input) from the downsampler config ``pool`` when the block has stride 2 (else None)."""
+        self.pool: nn.Module | None = None
+        self.downsample_pool: nn.Module | None = None
+        if self._conv_stride(pool, stride) == stride:
+            return
+        self.pool = build_pooling(dict(pool), main_channels)
+        if self.downsample is not None:
+            self.downsample_pool = build_pooling(dict(pool), in_channels)
+
+    def _shortcut(self, x: Tensor) -> Tensor:
+        """The identity path: ``x``, or ``downsample(downsample_pool(x))``."""
+        if self.downsample is None:
+            return x
+        return self.downsample(x if self.downsample_pool is None else self.downsample_pool(x))
+
     def _finish(self, out: Tensor, identity: Tensor) -> Tensor:
         """Residual addition and ReLU (attention runs inside the modules it is attached to)."""
         return self.relu(out + identity)
@@ -85,6 +117,9 @@ class BasicBlock(_AttentionSlots):
         attention_position: ``'after_conv3'`` (branch, after ``bn2`` here) or ``'after_block'``.
         self_attention: config of a module replacing ``conv2`` (named ``sa``) or None.
         identity_init: passed to every inserted module.
+        pool: downsampler config (``dict(type='lip', ...)``) or None; with ``stride=2`` the module ``pool``
+            downsamples the input of ``conv1`` (then at stride 1) and ``downsample_pool`` the shortcut's input
+            (``downsample`` must then be built at stride 1).
 
     Shapes: (N, in_channels, H, W) -> (N, planes, H/stride, W/stride).
     """
@@ -94,12 +129,13 @@ class BasicBlock(_AttentionSlots):
     def __init__(self, in_channels: int, planes: int, *, stride: int = 1, dilation: int = 1,
                  downsample: nn.Module | None = None, groups: int = 1, base_width: int = 64, norm: str = 'bn',
                  attention: Mapping[str, Any] | None = None, attention_position: str = 'after_conv3',
-                 self_attention: Mapping[str, Any] | None = None, identity_init: bool = False) -> None:
+                 self_attention: Mapping[str, Any] | None = None, identity_init: bool = False,
+                 pool: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ConfigError(f"ResNet-18/34 (BasicBlock) need groups=1 and width_per_group=64, got "
                               f"groups={groups}, width_per_group={base_width}; use depth >= 50 for ResNeXt.")
-        self.conv1 = conv3x3(in_channels, planes, stride, dilation=dilation)
+        self.conv1 = conv3x3(in_channels, planes, self._conv_stride(pool, stride), dilation=dilation)
         self.bn1 = build_norm(norm, planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2: nn.Module | None = None
@@ -111,14 +147,14 @@ class BasicBlock(_AttentionSlots):
         self.bn2 = build_norm(norm, planes)
         self.downsample = downsample
         self.stride = stride
+        self._init_pools(pool, stride, in_channels, in_channels)
         self._init_attention(attention, attention_position, planes, identity_init)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C_in, H, W) -> (N, planes, H/stride, W/stride)."""
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(x if self.pool is None else self.pool(x))))
         out = self.bn2(self.conv2(out) if self.sa is None else self.sa(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self._finish(out, identity)
+        return self._finish(out, self._shortcut(x))
 
 
 class Bottleneck(_AttentionSlots):
@@ -136,8 +172,11 @@ class Bottleneck(_AttentionSlots):
         attention: attention config without ``stages``/``position`` or None.
         attention_position: ``'after_conv3'`` (branch, after ``bn3``) or ``'after_block'``.
         self_attention: config of a module replacing ``conv2`` (named ``sa``; built with ``channels`` =
-            inner width and ``stride=2`` in a downsampling block) or None.
+            inner width and ``stride=2`` in a downsampling block, stride 1 when ``pool`` downsamples) or None.
         identity_init: passed to every inserted module.
+        pool: downsampler config or None; with ``stride=2`` the module ``pool`` downsamples the input of
+            ``conv2`` (then at stride 1) and ``downsample_pool`` the shortcut's input (``downsample`` must then
+            be built at stride 1).
 
     Shapes: (N, in_channels, H, W) -> (N, 4 * planes, H/stride, W/stride).
     """
@@ -147,36 +186,40 @@ class Bottleneck(_AttentionSlots):
     def __init__(self, in_channels: int, planes: int, *, stride: int = 1, dilation: int = 1,
                  downsample: nn.Module | None = None, groups: int = 1, base_width: int = 64, norm: str = 'bn',
                  attention: Mapping[str, Any] | None = None, attention_position: str = 'after_conv3',
-                 self_attention: Mapping[str, Any] | None = None, identity_init: bool = False) -> None:
+                 self_attention: Mapping[str, Any] | None = None, identity_init: bool = False,
+                 pool: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         if width < 1:
             raise ConfigError(f"Bottleneck inner width int({planes} * {base_width} / 64) * {groups} is 0: "
                               "raise width_per_group or base_channels.")
         out_channels = planes * self.expansion
+        conv_stride = self._conv_stride(pool, stride)
         self.conv1 = conv1x1(in_channels, width)
         self.bn1 = build_norm(norm, width)
         self.conv2: nn.Module | None = None
         self.sa: nn.Module | None = None
         if self_attention is None:
-            self.conv2 = conv3x3(width, width, stride, groups, dilation)
+            self.conv2 = conv3x3(width, width, conv_stride, groups, dilation)
         else:
-            self.sa = _build_self_attention(self_attention, width, stride, identity_init)
+            self.sa = _build_self_attention(self_attention, width, conv_stride, identity_init)
         self.bn2 = build_norm(norm, width)
         self.conv3 = conv1x1(width, out_channels)
         self.bn3 = build_norm(norm, out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.stride = stride
+        self._init_pools(pool, stride, width, in_channels)
         self._init_attention(attention, attention_position, out_channels, identity_init)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C_in, H, W) -> (N, 4 * planes, H/stride, W/stride)."""
         out = self.relu(self.bn1(self.conv1(x)))
+        if self.pool is not None:
+            out = self.pool(out)
         out = self.relu(self.bn2(self.conv2(out) if self.sa is None else self.sa(out)))
         out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self._finish(out, identity)
+        return self._finish(out, self._shortcut(x))
 
 
 def last_norm(block: nn.Module) -> nn.Module:

@@ -6,8 +6,9 @@ from typing import Any, Mapping, Sequence
 
 from torch import Tensor, nn
 
+from ..builder import build_pooling
 from ..errors import ConfigError
-from ..registry import BACKBONES
+from ..registry import BACKBONES, closest_names
 from .blocks import ATTENTION_POSITIONS, BasicBlock, Bottleneck, conv1x1, last_norm
 from .freezing import FrozenPartsMixin
 from .norm import NORMS, build_norm
@@ -23,7 +24,41 @@ ARCH_SETTINGS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, i
     152: (Bottleneck, (3, 8, 36, 3)),
 }
 STAGE_NAMES = ('layer1', 'layer2', 'layer3', 'layer4')
-_SLOT_NAMES = ('attn', 'sa')  # names of inserted modules inside blocks (not in torchvision state dicts)
+_SLOT_NAMES = ('attn', 'sa', 'pool', 'downsample_pool')  # inserted modules inside blocks (not in torchvision)
+DOWNSAMPLE_PLACES = ('stem', 'layer2', 'layer3', 'layer4')  # where ResNet downsamples by 2 (layer1 never does)
+
+
+def _downsample_places(cfg: Mapping[str, Any] | None, built: int, dilate: tuple[bool, ...]
+                       ) -> tuple[frozenset[str], dict[str, Any] | None]:
+    """(places, downsampler config without ``places``) of the ``downsample`` option.
+
+    Without ``places`` every stride-2 place that is built and not dilated is used; an explicit place that
+    does not exist, is not built (``out_indices``) or is dilated (``output_stride``) is a ConfigError.
+    """
+    if cfg is None:
+        return frozenset(), None
+    if not isinstance(cfg, Mapping) or 'type' not in cfg:
+        raise ConfigError(f"ResNet downsample must be a dict with a 'type' key (e.g. dict(type='lip')), got {cfg!r}.")
+    module_cfg = dict(cfg)
+    explicit = 'places' in module_cfg
+    places = module_cfg.pop('places', DOWNSAMPLE_PLACES)
+    places = (places,) if isinstance(places, str) else tuple(places)
+    available = {'stem'} | {f'layer{i + 1}' for i in range(1, built) if not dilate[i]}
+    for place in places:
+        if place == 'layer1':
+            raise ConfigError("ResNet downsample place 'layer1' has no stride-2 operation (layer1 keeps the "
+                              f"stem's resolution); choose from {', '.join(repr(p) for p in DOWNSAMPLE_PLACES)}.")
+        if place not in DOWNSAMPLE_PLACES:
+            close = closest_names(str(place), DOWNSAMPLE_PLACES)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ''
+            raise ConfigError(f"Unknown ResNet downsample place {place!r}.{hint} Places: "
+                              f"{', '.join(DOWNSAMPLE_PLACES)}.")
+        if explicit and place not in available:
+            why = ('is dilated at this output_stride (stride 1: nothing to downsample)'
+                   if dilate[int(place[-1]) - 1] else 'is not built (out_indices stops before it)')
+            raise ConfigError(f"ResNet downsample place {place!r} has no stride-2 operation: {place} {why}. "
+                              f"Places with one here: {', '.join(p for p in DOWNSAMPLE_PLACES if p in available)}.")
+    return frozenset(p for p in places if p in available), module_cfg
 
 
 def _stage_flags(cfg: Mapping[str, Any], what: str, default: tuple[bool, ...]) -> tuple[bool, ...]:
@@ -39,7 +74,8 @@ class ResNet(FrozenPartsMixin, nn.Module):
 
     Parameter names equal torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer2.0.downsample.0``,
     ...), so torchvision / ImageNet state dicts load directly; inserted attention lives under
-    ``layerX.Y.attn.*`` and self-attention (replacing ``conv2``) under ``layerX.Y.sa.*``.
+    ``layerX.Y.attn.*``, self-attention (replacing ``conv2``) under ``layerX.Y.sa.*`` and downsamplers
+    (``downsample=``) under ``maxpool.*``, ``layerX.0.pool.*`` and ``layerX.0.downsample_pool.*``.
 
     Args:
         depth: 18, 34 (basic blocks), 50, 101 or 152 (bottlenecks).
@@ -56,9 +92,9 @@ class ResNet(FrozenPartsMixin, nn.Module):
         multi_grid: per-block dilation multipliers of layer4 (DeepLabV3 "multi-grid", e.g. ``(1, 2, 4)``);
             block ``j`` of layer4 gets dilation ``d4 * multi_grid[j]`` (d4 = 1, 2 or 4 for output stride
             32, 16, 8). Its length must equal the number of layer4 blocks.
-        frozen_stages: -1 trains everything; 0 freezes the stem (conv1, bn1); k freezes the stem and
-            layer1..layerk (parameters get ``requires_grad=False``, modules stay in eval mode, inserted
-            attention in those stages included).
+        frozen_stages: -1 trains everything; 0 freezes the stem (conv1, bn1 and a ``maxpool`` downsampler);
+            k freezes the stem and layer1..layerk (parameters get ``requires_grad=False``, modules stay in eval
+            mode, inserted attention and downsamplers in those stages included).
         norm_eval: keep every batch-norm layer in eval mode (frozen running statistics) while training.
         norm: ``'bn'``, ``'syncbn'``, ``'frozen_bn'`` or ``'gn'`` (see :func:`~attnkit.backbones.norm.build_norm`).
         attention: ``dict(type=<registered attention>, stages=(False, True, True, True),
@@ -67,6 +103,17 @@ class ResNet(FrozenPartsMixin, nn.Module):
             default) or after the addition and ReLU ('after_block').
         self_attention: ``dict(type='mhsa', stages=(False, False, False, True), **module_kwargs)``: replaces
             the 3x3 conv of those stages' blocks (BoTNet); a stride-2 block passes ``stride=2``.
+        downsample: ``dict(type=<registered POOLING type: 'lip', 'softpool', 'guided', 'avg'>,
+            places=('stem', 'layer2', 'layer3', 'layer4'), **module_kwargs)``: attention-guided downsampling
+            as LIP-ResNet. ``'stem'``: the stem max-pool becomes the downsampler (module ``maxpool``, keys
+            ``maxpool.*``); ``'layerK'``: in the stage's first block the strided 3x3 conv (bottleneck ``conv2``,
+            basic-block ``conv1``) runs at stride 1 after the downsampler ``layerK.0.pool``, and the shortcut's
+            1x1 conv runs at stride 1 after ``layerK.0.downsample_pool``. Every conv/norm keeps its name and
+            shape: a plain ResNet checkpoint loads with only the downsamplers' keys missing. Without
+            ``places``, all stride-2 places that are built and not dilated; an explicit place without a
+            stride-2 operation (``layer1``, a stage dilated by ``output_stride`` or not built) is a ConfigError.
+            At init ``lip`` and ``guided`` are exactly ``avg`` (3x3/2 average pooling over valid positions),
+            so the network equals ``downsample=dict(type='avg')`` with the same weights.
         pretrained: local .pth/.pt/.safetensors file (raw state dict, or under 'state_dict'/'model';
             'module.'/'backbone.' prefixes stripped) or ``torchvision://resnet50`` (read from
             ``torch.hub.get_dir()/checkpoints``; never downloaded).
@@ -87,8 +134,9 @@ class ResNet(FrozenPartsMixin, nn.Module):
                  width_per_group: int = 64, out_indices: Sequence[int] = (0, 1, 2, 3), output_stride: int = 32,
                  multi_grid: Sequence[int] | None = None, frozen_stages: int = -1, norm_eval: bool = False,
                  norm: str = 'bn', attention: Mapping[str, Any] | None = None,
-                 self_attention: Mapping[str, Any] | None = None, pretrained: str | None = None,
-                 identity_init: bool | None = None, zero_init_residual: bool = False) -> None:
+                 self_attention: Mapping[str, Any] | None = None, downsample: Mapping[str, Any] | None = None,
+                 pretrained: str | None = None, identity_init: bool | None = None,
+                 zero_init_residual: bool = False) -> None:
         super().__init__()
         if depth not in ARCH_SETTINGS:
             raise ConfigError(f"ResNet depth {depth!r} is not one of {', '.join(map(str, ARCH_SETTINGS))}.")
@@ -118,10 +166,14 @@ class ResNet(FrozenPartsMixin, nn.Module):
         self.conv1 = nn.Conv2d(in_channels, base_channels, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = build_norm(norm, base_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-
         dilate = {32: (False, False, False, False), 16: (False, False, False, True),
                   8: (False, False, True, True)}[output_stride]
+        places, pool_cfg = _downsample_places(downsample, max(out_indices) + 1, dilate)
+        self.downsample_places: tuple[str, ...] = tuple(p for p in DOWNSAMPLE_PLACES if p in places)
+        # the stem downsampler keeps the max-pool's name (as LIP-ResNet): keys maxpool.*
+        self.maxpool = (build_pooling(pool_cfg, base_channels) if 'stem' in places
+                        else nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+
         channels, stride_now, dilation = base_channels, 4, 1
         all_strides, all_channels = [], []
         for i in range(max(out_indices) + 1):
@@ -132,9 +184,10 @@ class ResNet(FrozenPartsMixin, nn.Module):
                 dilation *= stride
                 stride = 1
             stride_now *= stride
+            pool = pool_cfg if STAGE_NAMES[i] in places and stride == 2 else None
             downsample = None
             if stride != 1 or channels != planes * block.expansion:
-                downsample = nn.Sequential(conv1x1(channels, planes * block.expansion, stride),
+                downsample = nn.Sequential(conv1x1(channels, planes * block.expansion, 1 if pool else stride),
                                            build_norm(norm, planes * block.expansion))
             blocks = []
             for j in range(num_blocks[i]):
@@ -145,7 +198,8 @@ class ResNet(FrozenPartsMixin, nn.Module):
                     channels, planes, stride=stride if j == 0 else 1, dilation=block_dilation,
                     downsample=downsample if j == 0 else None, groups=groups, base_width=width_per_group,
                     norm=norm, attention=att_cfg if att_stages[i] else None, attention_position=att_position,
-                    self_attention=sa_cfg if sa_stages[i] else None, identity_init=identity_init))
+                    self_attention=sa_cfg if sa_stages[i] else None, identity_init=identity_init,
+                    pool=pool if j == 0 else None))
                 channels = planes * block.expansion
             self.add_module(STAGE_NAMES[i], nn.Sequential(*blocks))
             all_strides.append(stride_now)
@@ -180,8 +234,12 @@ class ResNet(FrozenPartsMixin, nn.Module):
         return stages, position, module_cfg
 
     def _own_modules(self) -> list[nn.Module]:
-        """Modules of the ResNet itself, excluding the subtrees of inserted (self-)attention modules."""
-        inserted = {id(m) for blk in self._blocks() for m in (blk.attn, blk.sa) if m is not None}
+        """Modules of the ResNet itself, excluding the subtrees of inserted (self-)attention modules and
+        downsamplers (they keep their own init)."""
+        inserted = {id(m) for blk in self._blocks() for m in (blk.attn, blk.sa, blk.pool, blk.downsample_pool)
+                    if m is not None}
+        if not isinstance(self.maxpool, nn.MaxPool2d):
+            inserted.add(id(self.maxpool))
         own, stack = [], [self]
         while stack:
             module = stack.pop()
@@ -209,7 +267,7 @@ class ResNet(FrozenPartsMixin, nn.Module):
     @staticmethod
     def _is_inserted_key(key: str) -> bool:
         parts = key.split('.')
-        return len(parts) > 3 and parts[0] in STAGE_NAMES and parts[2] in _SLOT_NAMES
+        return (len(parts) > 3 and parts[0] in STAGE_NAMES and parts[2] in _SLOT_NAMES) or parts[0] == 'maxpool'
 
     def _is_unused_key(self, key: str) -> bool:
         """File keys the model does not need: the classifier, stages not built, conv2 replaced by ``sa``."""
@@ -224,7 +282,7 @@ class ResNet(FrozenPartsMixin, nn.Module):
     def _frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages < 0:
             return []
-        mods: list[nn.Module] = [self.conv1, self.bn1]
+        mods: list[nn.Module] = [self.conv1, self.bn1, self.maxpool]
         mods += [getattr(self, n) for n in STAGE_NAMES[:self.frozen_stages] if hasattr(self, n)]
         return mods
 

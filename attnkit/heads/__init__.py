@@ -1,2 +1,3 @@
-"""Task heads: detection (FCOS, RetinaNet), segmentation (FCN, DANet, CCNet, Semantic-FPN, DeepLabV3+), VQA (SAN, MCAN)."""
-from . import detection, segmentation, vqa  # noqa: F401  (registers the heads)
+"""Task heads: detection (FCOS, RetinaNet), segmentation (FCN, DANet, CCNet, Semantic-FPN, DeepLabV3+), VQA (SAN, MCAN),
+classification (linear, attnpool, class_attention, ml_decoder)."""
+from . import classification, detection, segmentation, vqa  # noqa: F401  (registers the heads)
