@@ -1,5 +1,6 @@
-"""VQA fusion heads: ``san`` (stacked attention) and ``mcan`` (modular co-attention)."""
+"""VQA fusion heads: ``san`` (stacked attention), ``mcan`` (modular co-attention) and the plain ``mul_fusion``."""
 from .mcan import AttFlat, MCANHead, MultiHeadAttention
+from .mul_fusion import MulFusionHead
 from .san import SANHead
 
-__all__ = ['SANHead', 'MCANHead', 'MultiHeadAttention', 'AttFlat']
+__all__ = ['SANHead', 'MCANHead', 'MultiHeadAttention', 'AttFlat', 'MulFusionHead']

@@ -27,8 +27,8 @@ from ...errors import ConfigError
 from ...registry import closest_names
 
 __all__ = ['PAD', 'UNK', 'tokenize_words', 'build_question_vocab', 'resolve_pretrained', 'WordTokenizer',
-           'HFTokenizer', 'build_tokenizer', 'GRUQuestionEncoder', 'TransformerQuestionEncoder',
-           'HFQuestionEncoder', 'build_question_encoder', 'load_encoder_without_pooler']
+           'HFTokenizer', 'build_tokenizer', 'BagOfWordsQuestionEncoder', 'GRUQuestionEncoder',
+           'TransformerQuestionEncoder', 'HFQuestionEncoder', 'build_question_encoder', 'load_encoder_without_pooler']
 
 PAD, UNK = '<pad>', '<unk>'
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -195,6 +195,30 @@ class GRUQuestionEncoder(nn.Module):
         return torch.func.functional_call(gru, weights, (x,))[0]
 
 
+class BagOfWordsQuestionEncoder(nn.Module):
+    """Word embeddings only, no word order: the plain baseline's question (a bag of words).
+
+    Args:
+        vocab_size: size of the word vocabulary (``len(metainfo['question_vocab'])``).
+        embed_dim: word embedding width D.
+        dropout: dropout on the embeddings.
+
+    Shapes: ``input_ids`` (N, L), ``attention_mask`` (N, L) -> (N, L, D) token embeddings, zero at padded
+    positions; a head's masked mean over L makes the bag (the result does not depend on the word order).
+    """
+
+    def __init__(self, vocab_size: int, embed_dim: int = 128, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.drop = nn.Dropout(dropout)
+        self.out_channels = embed_dim
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, L) ids and mask -> (N, L, D), zero at padded positions."""
+        mask = _masked(attention_mask, input_ids)
+        return self.drop(self.embed(input_ids)) * mask[..., None].to(self.embed.weight.dtype)
+
+
 class TransformerQuestionEncoder(nn.Module):
     """Word embeddings + learned positions + a small pre-norm transformer encoder.
 
@@ -288,11 +312,11 @@ def _drop_pooler_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str
         del state_dict[key]
 
 
-_ENCODERS = {'gru': GRUQuestionEncoder, 'transformer': TransformerQuestionEncoder, 'hf': HFQuestionEncoder}
+_ENCODERS = {'bow': BagOfWordsQuestionEncoder, 'gru': GRUQuestionEncoder, 'transformer': TransformerQuestionEncoder, 'hf': HFQuestionEncoder}
 
 
 def build_question_encoder(cfg: Mapping[str, Any], metainfo: Mapping[str, Any]) -> nn.Module:
-    """A question encoder from ``dict(type='gru' | 'transformer' | 'hf', ...)``, checked against the tokenizer.
+    """A question encoder from ``dict(type='bow' | 'gru' | 'transformer' | 'hf', ...)``, checked against the tokenizer.
 
     Args:
         cfg: encoder config; built-in encoders take their vocabulary size from ``metainfo``.
