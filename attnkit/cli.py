@@ -1,4 +1,4 @@
-"""The ``attnkit`` command: train | test | infer | data demo | bench | demo | report | explain.
+"""The ``attnkit`` command: train | test | infer | data demo | bench | demo | report | explain | multitask.
 
 Every failure prints one line ``error: ...`` (under 300 characters) on stderr and exits with code 2: errors the
 user can fix (bad config key, missing data, a checkpoint of another model, an unwritable work dir) name the file
@@ -35,7 +35,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from mmengine.config import DictAction
-    parser = _Parser(prog='attnkit', description='Attention-augmented CNNs for detection, '
+    parser = _Parser(prog='attnkit', description='Attention-augmented CNNs for classification, detection, '
                      'segmentation and VQA: train, test, infer.')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
@@ -97,9 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--question', default='what shape is in the image?', help='sample question (VQA models)')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
 
+    p = sub.add_parser('multitask', help='multi-task utilities: export-branch')
+    mt_sub = p.add_subparsers(dest='multitask_command', required=True, metavar='MULTITASK_COMMAND')
+    m = mt_sub.add_parser('export-branch', help='write one branch of a multi-task checkpoint as a single-task '
+                          'checkpoint (backbone + that branch) that the single-task config loads')
+    m.add_argument('config', help='the multi-task config')
+    m.add_argument('checkpoint', help='the multi-task checkpoint (.pth or model.safetensors)')
+    m.add_argument('--branch', required=True, help='the branch name (a key of model.branches)')
+    m.add_argument('--out', required=True, help='output folder (gets model.safetensors)')
+    m.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
+
     p = sub.add_parser('data', help='data utilities')
     data_sub = p.add_subparsers(dest='data_command', required=True, metavar='DATA_COMMAND')
-    d = data_sub.add_parser('demo', help='generate the synthetic shapes demo data set')
+    d = data_sub.add_parser('demo', help='generate the synthetic shapes demo data set (COCO, VOC, VQA v2 and an '
+                            'ImageFolder classification split of object crops)')
     d.add_argument('--out', help='output folder')
     d.add_argument('--num-train', type=int)
     d.add_argument('--num-val', type=int)
@@ -212,8 +223,9 @@ def _raised_by_save(exc: BaseException) -> bool:
 def cmd_test(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
-    from .builder import build_dataset, build_evaluator
+    from .builder import build_dataset
     from .engine import evaluate, load_model
+    from .engine.evaluate import build_split_evaluator
     from .engine.logging import format_metrics
     from .engine.utils import resolve_channels_last
     from .errors import ConfigError
@@ -250,12 +262,15 @@ def cmd_test(args: argparse.Namespace) -> int:
     model = _prepare_fast(model, args, args.amp or config_mp)
     channels_last = channels_last or args.fast or args.compile
     dataset = build_dataset(part['dataset'], metainfo=getattr(model, 'metainfo', None))
-    evaluator = build_evaluator(cfg['evaluator'], dataset=dataset)
-    metrics = evaluate(model, dataset, evaluator, accelerator, batch_size=int(part.get('batch_size', 1)),
+    evaluator = build_split_evaluator(cfg['evaluator'], dataset)  # multi-task: each task's evaluator
+    metrics = evaluate(model, dataset, evaluator, accelerator, batch_size=part.get('batch_size', 1),
                        num_workers=int(part.get('num_workers', 0)), channels_last=channels_last, progress=True,
                        seed=int((cfg.get('runtime') or {}).get('seed', 0)))  # as Trainer.evaluate draws
     if accelerator.is_main_process:
-        print(format_metrics(metrics, f'{args.checkpoint} on {len(dataset)} images:'))
+        sizes = getattr(dataset, 'sizes', None)  # a multi-task split: samples per task
+        what = (', '.join(f'{t} {n}' for t, n in sizes.items()) + ' samples' if isinstance(sizes, dict)
+                else f'{len(dataset)} images')
+        print(format_metrics(metrics, f'{args.checkpoint} on {what}:'))
         summary = evaluator.summary() if hasattr(evaluator, 'summary') else ''
         if summary:
             print(summary)
@@ -309,6 +324,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_multitask(args: argparse.Namespace) -> int:
+    from .tasks.multitask.export import export_branch_checkpoint
+    cfg = _load_cfg(args.config, args.cfg_options)
+    path = export_branch_checkpoint(cfg, args.checkpoint, args.branch, args.out)
+    print(path)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from .data.demo import generate_demo_data
     names = {'out': 'out_dir', 'num_train': 'num_train', 'num_val': 'num_val', 'size': 'size', 'seed': 'seed',
@@ -359,7 +382,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {'train': cmd_train, 'test': cmd_test, 'infer': cmd_infer, 'data': cmd_data, 'bench': cmd_bench,
-            'demo': cmd_demo, 'report': cmd_report, 'explain': cmd_explain, 'export': cmd_export}
+            'demo': cmd_demo, 'report': cmd_report, 'explain': cmd_explain, 'export': cmd_export,
+            'multitask': cmd_multitask}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,7 +41,7 @@ MMENGINE_NAMES: dict[str, str | None] = {
 }
 DATA_SPLITS = ('train', 'val', 'test')
 # What the engine reads from data.train / data.val / data.test (engine/trainer.py, engine/evaluate.py, cli.py).
-LOADER_KEYS = ('dataset', 'batch_size', 'num_workers', 'shuffle', 'drop_last', 'group_by')
+LOADER_KEYS = ('dataset', 'batch_size', 'num_workers', 'shuffle', 'drop_last', 'group_by', 'sampler')
 _CLOSE = 0.75  # difflib ratio from which an unknown top-level name is taken for a misspelt section
 
 
@@ -188,6 +188,10 @@ def _check_loader_value(name: str, key: str, value: Any, src: str) -> None:
     def is_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
+    if isinstance(value, Mapping) and key in ('batch_size', 'group_by'):  # per task of a MultiTaskDataset
+        for task, v in value.items():
+            _check_loader_value(f'{name}.{task}', key, v, src)
+        return
     if key == 'batch_size' and not (is_int(value) and value >= 1):
         raise ConfigError(f"{src}: {name} must be an integer >= 1, got {value!r:.60}.")
     if key == 'num_workers' and not (is_int(value) and value >= 0):
@@ -196,6 +200,8 @@ def _check_loader_value(name: str, key: str, value: Any, src: str) -> None:
         raise ConfigError(f"{src}: {name} must be True or False, got {value!r:.60}.")
     if key == 'group_by' and not (value is None or isinstance(value, str)):
         raise ConfigError(f"{src}: {name} must be a name such as 'image' or None, got {value!r:.60}.")
+    if key == 'sampler' and not (value is None or isinstance(value, Mapping)):
+        raise ConfigError(f"{src}: {name} must be a dict such as dict(mode='temperature', T=2), got {value!r:.60}.")
     if key == 'dataset' and value is not None and not (isinstance(value, Mapping)
                                                        and isinstance(value.get('type'), str)):
         raise ConfigError(f"{src}: {name} must be a dict with a 'type', got {value!r:.80}.")

@@ -52,7 +52,9 @@ def second_copy(demo_data, tmp_path_factory):
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(demo_data, second_copy, tmp_path):
     files = _files(demo_data['root'])
     assert files == _files(second_copy)
-    assert len(files) == 1 + 18 * 3 + 4 + 2 + 4  # meta, jpg/xml/png per image, 4 lists, 2 COCO, 4 VQA
+    objects = sum(len(_load(demo_data[f'coco_{s}_json'])['annotations']) for s in ('train', 'val'))
+    # meta, jpg/xml/png per image, 4 lists, 2 COCO, 4 VQA, one classification crop (cls/) per object
+    assert len(files) == 1 + 18 * 3 + 4 + 2 + 4 + objects
     match, mismatch, errors = filecmp.cmpfiles(demo_data['root'], second_copy, files, shallow=False)
     assert mismatch == [] and errors == []
     other = generate_demo_data(tmp_path / 'seed1', num_train=3, num_val=1, size=64, seed=1)

@@ -11,6 +11,8 @@ detection/segmentation classes, in that order) in five colours on muted textured
       voc/ImageSets/{Main,Segmentation}/{train,val}.txt
       coco/annotations/instances_{train,val}.json
       vqa/v2_OpenEnded_mscoco_{train,val}_questions.json, vqa/v2_mscoco_{train,val}_annotations.json
+      cls/{train,val}/<shape>/{id:06d}_{k}.jpg    every object cropped from its scene (ImageFolder layout,
+                                                  size/2 px: see attnkit.data.demo_classification)
 
 Image ids are 1..num_train (train) then num_train+1..num_train+num_val (val). The output is a pure function
 of the arguments: the same seed gives byte-identical files.
@@ -29,13 +31,14 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError, DataError
+from .demo_classification import CLS_DIR, write_object_crops
 from .demo_formats import coco_annotation, ensure_dirs, label_map, write_json, write_label_png, write_voc_xml
 from .demo_scene import CLASSES, COLOURS, render_scene, sample_scene
 from .demo_vqa import ANSWER_TYPE, QUESTION_TYPE, QuestionSampler, make_answers
 
 __all__ = ['generate_demo_data', 'demo_paths', 'main', 'CLASSES', 'COLOURS', 'GENERATOR_VERSION']
 
-GENERATOR_VERSION = 2  # 2: 8-12 VQA questions per image (1: 3-5)
+GENERATOR_VERSION = 3  # 3: the classification split cls/ (2: 8-12 VQA questions per image; 1: 3-5)
 DEFAULT_NUM_TRAIN = 1000
 DEFAULT_NUM_VAL = 200
 _MIN_VISIBLE_PIXELS = 6
@@ -45,13 +48,13 @@ _MIN_VISIBLE_FRACTION = 0.6  # an object keeps at least 60 % of its pixels visib
 def demo_paths(out_dir: str | os.PathLike) -> dict[str, str]:
     """The paths of a demo data set rooted at ``out_dir`` (whether or not it exists yet)."""
     root = os.path.abspath(os.fspath(out_dir))
-    voc, coco, vqa = (os.path.join(root, d) for d in ('voc', 'coco', 'vqa'))
+    voc, coco, vqa, cls = (os.path.join(root, d) for d in ('voc', 'coco', 'vqa', CLS_DIR))
     paths = {
         'root': root, 'meta': os.path.join(root, 'meta.json'),
         'voc_root': voc, 'img_dir': os.path.join(voc, 'JPEGImages'),
         'ann_dir': os.path.join(voc, 'Annotations'), 'seg_dir': os.path.join(voc, 'SegmentationClass'),
         'coco_root': coco,
-        'vqa_root': vqa,
+        'vqa_root': vqa, 'cls_root': cls,
     }
     for split in ('train', 'val'):
         paths[f'voc_{split}_list'] = os.path.join(voc, 'ImageSets', 'Main', f'{split}.txt')
@@ -59,6 +62,7 @@ def demo_paths(out_dir: str | os.PathLike) -> dict[str, str]:
         paths[f'coco_{split}_json'] = os.path.join(coco, 'annotations', f'instances_{split}.json')
         paths[f'vqa_{split}_questions'] = os.path.join(vqa, f'v2_OpenEnded_mscoco_{split}_questions.json')
         paths[f'vqa_{split}_annotations'] = os.path.join(vqa, f'v2_mscoco_{split}_annotations.json')
+        paths[f'cls_{split}_dir'] = os.path.join(cls, split)
     return paths
 
 
@@ -80,6 +84,7 @@ def _write_split(paths: dict[str, str], split: str, ids: list[int], seed: int, s
     sampler = QuestionSampler()
     images, annotations, questions, vqa_anns = [], [], [], []
     ann_id = ann_id_start
+    crops: Counter = Counter()
     for image_id in ids:
         name = f'{image_id:06d}'
         scene, image, instances = _draw_image(seed, image_id, size)
@@ -87,6 +92,7 @@ def _write_split(paths: dict[str, str], split: str, ids: list[int], seed: int, s
                                     subsampling=0)
         write_label_png(os.path.join(paths['seg_dir'], name + '.png'), label_map(instances, scene.objects))
         write_voc_xml(os.path.join(paths['ann_dir'], name + '.xml'), name + '.jpg', size, scene.objects)
+        crops += write_object_crops(paths[f'cls_{split}_dir'], image_id, image, scene.objects, size)
         images.append({'id': image_id, 'file_name': name + '.jpg', 'width': size, 'height': size})
         for obj in scene.objects:
             annotations.append(coco_annotation(obj, ann_id, image_id))
@@ -117,11 +123,13 @@ def _write_split(paths: dict[str, str], split: str, ids: list[int], seed: int, s
     counts = {'images': len(images), 'objects': len(annotations), 'questions': len(questions),
               'objects_per_class': {c: sum(a['category_id'] == i + 1 for a in annotations)
                                     for i, c in enumerate(CLASSES)},
-              'answer_types': dict(sorted(Counter(a['answer_type'] for a in vqa_anns).items()))}
+              'answer_types': dict(sorted(Counter(a['answer_type'] for a in vqa_anns).items())),
+              'crops_per_class': {c: crops[c] for c in CLASSES}}
     return counts, ann_id
 
 
-_GENERATOR_MODULES = ('demo.py', 'demo_scene.py', 'demo_vqa.py', 'demo_formats.py', 'palette.py')
+_GENERATOR_MODULES = ('demo.py', 'demo_scene.py', 'demo_vqa.py', 'demo_formats.py', 'palette.py',
+                      'demo_classification.py')
 
 
 def generator_fingerprint() -> str:
@@ -161,8 +169,9 @@ def generate_demo_data(out_dir: str | os.PathLike = 'data/demo', num_train: int 
 
     Returns:
         Paths: ``root``, ``meta``, ``voc_root``, ``img_dir``, ``ann_dir``, ``seg_dir``, ``coco_root``,
-        ``vqa_root``, and per split (train, val) ``voc_{split}_list``, ``voc_seg_{split}_list``,
-        ``coco_{split}_json``, ``vqa_{split}_questions``, ``vqa_{split}_annotations``.
+        ``vqa_root``, ``cls_root``, and per split (train, val) ``voc_{split}_list``, ``voc_seg_{split}_list``,
+        ``coco_{split}_json``, ``vqa_{split}_questions``, ``vqa_{split}_annotations``, ``cls_{split}_dir`` (the
+        ImageFolder of the split's object crops).
 
     The data set is written to a temporary sibling folder and moved into place when complete (``meta.json``
     last), so an interrupted run never leaves a folder that looks finished. Rewriting an earlier data set
@@ -316,7 +325,7 @@ def _replace_files(src_root: str, root: str, old_files: list[str], new_files: li
 def main(argv: list[str] | None = None) -> int:
     """``attnkit data demo [--out-dir D] [--num-train N] [--num-val N] [--size S] [--seed S] [--force]``."""
     parser = argparse.ArgumentParser(prog='attnkit data demo',
-                                     description='Generate the shapes demo data (COCO, VOC, VQA v2 formats).')
+                                     description='Generate the shapes demo data (COCO, VOC, VQA v2 formats and an ImageFolder classification split).')
     parser.add_argument('--out-dir', default='data/demo')
     parser.add_argument('--num-train', type=int, default=DEFAULT_NUM_TRAIN)
     parser.add_argument('--num-val', type=int, default=DEFAULT_NUM_VAL)

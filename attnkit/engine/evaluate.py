@@ -3,15 +3,16 @@ order, metrics computed once."""
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .data import build_eval_loader
 from .utils import to_device
 
-__all__ = ['evaluate', 'merge_records']
+__all__ = ['evaluate', 'merge_records', 'build_split_evaluator', 'batch_size_of']
 
 
 def merge_records(per_process: Sequence[Sequence[tuple[int, int, Any]]]) -> list[Any]:
@@ -28,11 +29,32 @@ def merge_records(per_process: Sequence[Sequence[tuple[int, int, Any]]]) -> list
     return [record for _, _, record in keyed]
 
 
+def build_split_evaluator(cfg: Any, dataset: Any) -> Any:
+    """The evaluator of a split: ``build_evaluator(cfg)``, or for the per-task form ``dict(<task>=<evaluator
+    cfg>, ...)`` a :class:`~attnkit.tasks.multitask.MultiTaskEvaluator` over the tasks of a multi-task dataset."""
+    from ..tasks.multitask.evaluator import build_multitask_evaluator
+    return build_multitask_evaluator(cfg, dataset)
+
+
+def batch_size_of(part: Any, task: str | None = None, default: int = 1) -> int:
+    """``part['batch_size']`` of a data split: an int, or per task (``dict(det=16, vqa=64)``) read for ``task``."""
+    size = part.get('batch_size', default)
+    if isinstance(size, Mapping):
+        if task is None or task not in size:
+            raise ConfigError(f"batch_size {dict(size)} is given per task but names no task {task!r}.")
+        size = size[task]
+    return int(size)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Any, evaluator: Any, accelerator: Any, batch_size: int = 1,
-             num_workers: int = 0, channels_last: bool = False, progress: bool = False,
-             seed: int = 0) -> dict[str, float]:
+def evaluate(model: nn.Module, dataset: Any, evaluator: Any, accelerator: Any,
+             batch_size: int | Mapping[str, int] = 1, num_workers: int = 0, channels_last: bool = False,
+             progress: bool = False, seed: int = 0) -> dict[str, float]:
     """Run ``model`` over ``dataset`` and compute ``evaluator``'s metrics over all processes.
+
+    A multi-task split (a ``MultiTaskDataset`` with a ``MultiTaskEvaluator``) is evaluated task by task: each
+    task's dataset with ``batch['task'] = name``, its own evaluator and batch size (``batch_size`` may map task ->
+    size); the metrics come back as ``<task>/<metric>``, tasks in order.
 
     Each process takes samples ``rank, rank + world, ...`` (no padding, not prepared by accelerate) and feeds
     ``model(batch)`` (eval mode, autocast as configured) to ``evaluator.process``. Then, whatever the number
@@ -58,6 +80,18 @@ def evaluate(model: nn.Module, dataset: Any, evaluator: Any, accelerator: Any, b
         The main process's ``evaluator.compute()`` on every process; ``evaluator.results`` holds the merged
         records (dataset order) on every process afterwards.
     """
+    if hasattr(evaluator, 'evaluators') and hasattr(dataset, 'task_view'):  # multi-task: each task in turn
+        metrics: dict[str, float] = {}
+        for task, task_evaluator in evaluator.evaluators.items():
+            size = batch_size_of({'batch_size': batch_size}, task)
+            got = evaluate(model, dataset.task_view(task), task_evaluator, accelerator, size, num_workers,
+                           channels_last, progress, seed)
+            evaluator.last_metrics[task] = got
+            metrics.update({f'{task}/{k}': v for k, v in got.items()})
+        return metrics
+    if isinstance(batch_size, Mapping):
+        raise ConfigError(f'batch_size {dict(batch_size)} is given per task but the evaluated data is not '
+                          'multi-task.')
     world = accelerator.num_processes
     loader = build_eval_loader(dataset, batch_size, num_workers, world, accelerator.process_index,
                                pin_memory=accelerator.device.type == 'cuda', seed=seed)

@@ -19,14 +19,16 @@ import torch
 from torch import nn
 
 from ..attention.insert import reattach
-from ..builder import build_dataset, build_evaluator, build_model
+from ..builder import build_dataset, build_model
 from ..config import check_config
 from ..data.randomness import rank_seed
 from ..errors import AttnkitError, CheckpointError, ConfigError, DataError
 from .checkpoint import check_state_dict, get_rng_state, load_checkpoint, save_atomic, save_safetensors, set_rng_state
 from .data import ShardedBatchSampler, build_train_loader
+from .multitask import (best_score, build_task_sampler, check_resume_tasks, is_multitask_config,
+                        is_multitask_dataset, task_loss_names)
 from .ema import ModelEMA
-from .evaluate import evaluate
+from .evaluate import build_split_evaluator, evaluate
 from .logging import JsonlLogger, format_metrics, tensorboard_available
 from .optim import build_optimizer
 from .schedule import build_scheduler, total_iters
@@ -57,6 +59,11 @@ class Trainer:
     Builds, in order: the training dataset, the model (with the dataset's ``metainfo``), the validation
     dataset (same ``metainfo``) and the evaluator, the optimizer (parameter groups from ``optim``), the
     per-iteration learning-rate schedule and, if ``train_cfg.ema`` is set, an EMA of the weights.
+
+    A ``MultiTaskDataset`` training set (docs/multitask.md) switches to one-task batches mixed by
+    ``data.train.sampler`` (:mod:`attnkit.engine.task_sampler`), per-task loss logging (``<task>/<term>``) and
+    per-task evaluation (``<task>/<metric>``); ``train_cfg.best_metric`` picks the metric (or weighted sum) that
+    decides ``best.pth``.
 
     Args:
         cfg: an mmengine Config (``attnkit.load_config``).
@@ -111,6 +118,7 @@ class Trainer:
             raise DataError(f"The training dataset ({data['train']['dataset'].get('type')}) has no samples: check "
                             f"its paths and split files in data.train.dataset.")
         self.metainfo = getattr(self.train_dataset, 'metainfo', None)
+        self.multitask = is_multitask_dataset(self.train_dataset)  # one-task batches, per-task losses and metrics
         model = build_model(cfg['model'], metainfo=self.metainfo)
         model.to(acc.device)
         if self.channels_last:
@@ -127,12 +135,20 @@ class Trainer:
             self._eval_parts('val')
 
         optimizer = build_optimizer(model, self.optim_cfg)
-        self.batch_size = int(data['train'].get('batch_size', 2))
-        self.sampler = ShardedBatchSampler(len(self.train_dataset), self.batch_size, acc.num_processes,
-                                           acc.process_index, seed=self.seed,
-                                           shuffle=bool(data['train'].get('shuffle', True)),
-                                           drop_last=bool(data['train'].get('drop_last', False)),
-                                           groups=self._batch_groups(data['train']))
+        if self.multitask:
+            self.batch_size = data['train'].get('batch_size', 2)
+            self.sampler = build_task_sampler(self.train_dataset, data['train'], acc.num_processes,
+                                              acc.process_index, self.seed)
+        else:
+            if data['train'].get('sampler'):
+                raise ConfigError('data.train.sampler mixes the tasks of a MultiTaskDataset; this training set is '
+                                  f"{type(self.train_dataset).__name__}: remove data.train.sampler.")
+            self.batch_size = int(data['train'].get('batch_size', 2))
+            self.sampler = ShardedBatchSampler(len(self.train_dataset), self.batch_size, acc.num_processes,
+                                               acc.process_index, seed=self.seed,
+                                               shuffle=bool(data['train'].get('shuffle', True)),
+                                               drop_last=bool(data['train'].get('drop_last', False)),
+                                               groups=self._batch_groups(data['train']))
         self.batches_per_epoch = len(self.sampler)
         self.iters_per_epoch = math.ceil(self.batches_per_epoch / self.accum)
         self.max_iters = total_iters(self.schedule, self.iters_per_epoch)
@@ -189,7 +205,9 @@ class Trainer:
                 log_with = 'tensorboard'
             else:
                 warnings.warn('TensorBoard is not installed (pip install tensorboard); logging to log.jsonl only.')
-        ddp = DistributedDataParallelKwargs(find_unused_parameters=bool(self.runtime['find_unused_parameters']))
+        # a multi-task step runs one branch: the other branches' parameters get no gradient in it
+        find_unused = bool(self.runtime['find_unused_parameters']) or is_multitask_config(self.cfg)
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=find_unused)
         self._log_with = log_with
         acc = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=self.accum,
                           log_with=log_with, project_dir=self.work_dir, kwargs_handlers=[ddp],
@@ -227,7 +245,7 @@ class Trainer:
                 raise ConfigError('The config has no evaluator.')
             dataset = build_dataset(part['dataset'], metainfo=self.metainfo)
             self._eval_datasets[split] = dataset
-            self._evaluators[split] = build_evaluator(self.cfg['evaluator'], dataset=dataset)
+            self._evaluators[split] = build_split_evaluator(self.cfg['evaluator'], dataset)
         return self._eval_datasets[split], self._evaluators[split], part
 
     @property
@@ -244,7 +262,7 @@ class Trainer:
         """Metrics of the current weights (EMA weights when enabled) on ``data.<dataset_split>``."""
         dataset, evaluator, part = self._eval_parts(dataset_split)
         model = self.ema.module if self.ema is not None else self.unwrapped_model
-        metrics = evaluate(model, dataset, evaluator, self.accelerator, batch_size=int(part.get('batch_size', 1)),
+        metrics = evaluate(model, dataset, evaluator, self.accelerator, batch_size=part.get('batch_size', 1),
                            num_workers=int(part.get('num_workers', 0)), channels_last=self.channels_last,
                            progress=True, seed=self.seed)
         counter = getattr(evaluator, 'num_samples', None)  # a summed-state metric (IoUMetric) keeps no records
@@ -270,7 +288,7 @@ class Trainer:
             self._write_report()
         if not metrics:
             return
-        name, value = next(iter(metrics.items()))
+        name, value = best_score(metrics, self.train_cfg['best_metric'])
         improved = self.best['value'] is None or value > self.best['value'] + self._min_delta()
         if improved:
             self.best.update(name=name, value=float(value), epoch=self.epoch, iter=self.iter, bad_evals=0)
@@ -288,7 +306,7 @@ class Trainer:
     def _write_report(self) -> None:
         """Write ``<work_dir>/report.html`` after an evaluation (main process; ``runtime.report``): curves, tables and
         a small prediction gallery. A failure only warns: the report never stops training."""
-        if self.report_options is None:
+        if self.report_options is None or self.multitask:  # the report draws one task's predictions
             return
         try:
             from ..report import write_report
@@ -364,6 +382,7 @@ class Trainer:
             raise CheckpointError(f'Cannot resume: checkpoint {path!r} does not exist.')
         ckpt = load_checkpoint(path)
         model = self.unwrapped_model
+        check_resume_tasks(ckpt.get('meta'), self.metainfo, path)
         check_state_dict(model, ckpt['model'], path)
         model.load_state_dict(ckpt['model'])
         if ckpt.get('optimizer') is not None:
@@ -509,6 +528,7 @@ class Trainer:
             bar = tqdm(total=self.max_iters, initial=self.iter, desc='train', dynamic_ncols=True,
                        mininterval=interval)
         sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}  # batches that gave each loss term (per-task terms: that task's batches)
         count, t_iter, t_data_sum = 0, 0.0, 0.0
         model.train()
         try:
@@ -538,9 +558,11 @@ class Trainer:
                     batch = to_device(batch, acc.device, self.channels_last)
                     losses = self._train_step(batch)
                     self.batch_in_epoch = i + 1
+                    names = task_loss_names(losses, batch.get('task') if self.multitask else None)
                     for key, value in losses.items():
                         if isinstance(value, torch.Tensor) and value.numel() == 1:
-                            sums[key] = sums.get(key, 0.0) + value.detach().float()
+                            sums[names[key]] = sums.get(names[key], 0.0) + value.detach().float()
+                            counts[names[key]] = counts.get(names[key], 0) + 1
                     count += 1
                     if not acc.sync_gradients:
                         t_fetch = time.perf_counter()
@@ -552,8 +574,8 @@ class Trainer:
                     t_iter += time.perf_counter() - t_start
                     at_log = self.iter % log_interval == 0 or self.iter == self.max_iters
                     if at_log:
-                        self._log_train(sums, count, t_iter, t_data_sum, bar)
-                        sums, count, t_iter, t_data_sum = {}, 0, 0.0, 0.0
+                        self._log_train(sums, counts, count, t_iter, t_data_sum, bar)
+                        sums, counts, count, t_iter, t_data_sum = {}, {}, 0, 0.0, 0.0
                         self._check_nonfinite()
                     if bar is not None:
                         bar.update(1)
@@ -652,12 +674,13 @@ class Trainer:
             f'{self._kept_checkpoint()}. Try a lower learning rate, more warm-up, optim.grad_clip, or '
             f'mixed_precision=no.')
 
-    def _log_train(self, sums: dict[str, torch.Tensor], count: int, t_iter: float, t_data: float,
-                   bar: Any) -> None:
+    def _log_train(self, sums: dict[str, torch.Tensor], counts: dict[str, int], count: int, t_iter: float,
+                   t_data: float, bar: Any) -> None:
         if not sums or not count:
             return
         keys = sorted(sums)
-        values = torch.stack([torch.as_tensor(sums[k], dtype=torch.float32) for k in keys]) / count
+        values = torch.stack([torch.as_tensor(sums[k], dtype=torch.float32) for k in keys])
+        values = values / torch.tensor([float(counts[k]) for k in keys], device=values.device)
         if self.accelerator.num_processes > 1:
             values = self.accelerator.reduce(values.to(self.accelerator.device), reduction='mean')
         losses = {k: float(v) for k, v in zip(keys, values.tolist())}

@@ -22,7 +22,7 @@ DEFAULT_SCHEDULE: dict[str, Any] = dict(by_epoch=True, max_epochs=12, max_iters=
                                         warmup_ratio=0.001, policy='step', milestones=(8, 11), gamma=0.1,
                                         power=0.9, min_lr_ratio=0.0)
 DEFAULT_TRAIN_CFG: dict[str, Any] = dict(eval_interval=1, checkpoint_interval=1, keep_ckpts=0, ema=None,
-                                         early_stopping=None, max_nonfinite_steps=10)
+                                         early_stopping=None, max_nonfinite_steps=10, best_metric=None)
 
 
 def section(cfg: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:

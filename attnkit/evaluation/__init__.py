@@ -6,3 +6,4 @@ from .miou import IoUMetric  # noqa: E402,F401
 from . import vqa  # noqa: E402,F401  (registers VQAAccuracy)
 from .coco import CocoMetric  # noqa: E402,F401
 from .voc import VOCMetric  # noqa: E402,F401
+from .classification import Accuracy, MultiLabelMAP  # noqa: E402,F401

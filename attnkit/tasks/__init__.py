@@ -1,2 +1,2 @@
 """Tasks: each joins backbone + neck + head into a registered model, with its datasets and pictures."""
-from . import detection, segmentation, vqa  # noqa: F401
+from . import classification, detection, multitask, segmentation, vqa  # noqa: F401

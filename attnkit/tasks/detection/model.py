@@ -2,21 +2,21 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ...builder import build_backbone, build_head, build_neck
+from ...builder import build_head
 from ...data.normalize import build_normalizer, image_sizes
 from ...errors import ConfigError
 from ...registry import MODELS
+from ..encoder import Encoder, FeatureSpec
 
 __all__ = ['Detector']
 
 
 @MODELS.register_module('Detector')
-class Detector(nn.Module):
+class Detector(Encoder):
     """A one-stage detector.
 
     Args:
@@ -31,13 +31,20 @@ class Detector(nn.Module):
             differ) keep their initialisation. ``self.init_report`` says what was loaded and skipped.
         normalize: ``dict(mean=(r, g, b), std=(r, g, b))`` on a 0..255 scale (default ImageNet's): the model
             normalises the batch's uint8 ``images`` on its device (:mod:`attnkit.data.normalize`).
+        in_indices, feature_spec: see :class:`~attnkit.tasks.encoder.Encoder` (which backbone outputs feed the
+            neck; ``backbone=None`` + ``feature_spec`` for a branch on a shared backbone).
+
+    The backbone and neck are wired by the :class:`~attnkit.tasks.encoder.Encoder` contract (the neck gets the
+    backbone's channels and strides); the head's ``in_channels`` is the first neck output's width (the last
+    backbone map's without a neck).
 
     ``forward(batch)``: in training mode ``{'loss', 'loss_cls', 'loss_bbox', ...}``; in eval mode one dict per
     image with ``boxes`` (K, 4) xyxy in original-image pixels, ``scores`` (K,), ``labels`` (K,).
     """
 
-    def __init__(self, backbone: dict, neck: dict | None, head: dict, metainfo: dict | None = None,
-                 init_from: str | None = None, normalize: dict | None = None) -> None:
+    def __init__(self, backbone: dict | None, neck: dict | None, head: dict, metainfo: dict | None = None,
+                 init_from: str | None = None, normalize: dict | None = None,
+                 in_indices: Sequence[int] | None = None, feature_spec: FeatureSpec | dict | None = None) -> None:
         super().__init__()
         self.normalizer = build_normalizer(normalize)
         self.metainfo = dict(metainfo or {})
@@ -51,20 +58,8 @@ class Detector(nn.Module):
             head['num_classes'] = len(classes)
         elif head.get('num_classes') is None:
             raise ConfigError("Detector: no classes: pass metainfo={'classes': [...]} or head.num_classes.")
-        self.backbone = build_backbone(backbone)
-        in_channels = list(getattr(self.backbone, 'out_channels'))
-        if neck is not None:
-            neck = dict(neck)
-            neck.setdefault('in_channels', in_channels)
-            strides = getattr(self.backbone, 'strides', None)
-            if strides is not None and 'in_strides' not in neck:
-                neck['in_strides'] = list(strides)
-            self.neck = build_neck(neck)
-            width = self.neck.out_channels
-            width = width[0] if isinstance(width, (list, tuple)) else width
-        else:
-            self.neck = None
-            width = in_channels[-1]
+        self.init_encoder(backbone, neck, in_indices, feature_spec)
+        width = self.out_channels[0] if self.neck is not None else self.backbone_channels[-1]
         head.setdefault('in_channels', int(width))
         self.head = build_head(head)
         self.num_classes = self.head.num_classes
@@ -98,20 +93,20 @@ class Detector(nn.Module):
         return {'loaded': loaded, 'skipped_shape': skipped, 'missing': [k for k in own if k not in sd]}
 
     def extract_feats(self, images: Tensor) -> tuple[Tensor, ...]:
-        """(N, 3, H, W) → FPN maps; the input follows the model's memory format (channels_last when converted)."""
-        w = next(self.backbone.parameters(), None)
-        if w is not None and w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last) \
-                and not w.is_contiguous():
-            images = images.contiguous(memory_format=torch.channels_last)
-        feats = self.backbone(images)
-        return tuple(self.neck(feats)) if self.neck is not None else tuple(feats)
+        """(N, 3, H, W) normalised images -> the encoder's maps (FPN levels); see :meth:`Encoder.encode`."""
+        return self.encode(images)
 
-    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+    def forward(self, batch: dict[str, Any], feats: Sequence[Tensor] | None = None
+                ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         """Losses (training) or detections (eval) for a collated batch (see docs/design.md).
 
-        ``batch['images']`` (N, 3, H, W) uint8 is normalised here, on the model's device.
+        ``batch['images']`` (N, 3, H, W) uint8 is normalised here, on the model's device. ``feats``: the
+        backbone outputs of those images, already computed (a multi-task model's shared backbone); then the
+        images are not looked at.
         """
-        feats = self.extract_feats(self.normalizer(batch['images'], image_sizes(batch)))
+        if feats is None:
+            feats = self.run_backbone(self.normalizer(batch['images'], image_sizes(batch)))
+        feats = self.encode(feats=feats)
         if self.training:
             losses = self.head.loss(feats, batch['boxes'], batch['labels'], batch.get('ignore'))
             losses = {k: v.float() for k, v in losses.items()}

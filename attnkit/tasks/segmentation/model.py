@@ -7,31 +7,22 @@ cropped to the image's ``img_size`` (undoing the collate padding), resized to ``
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ...builder import build_backbone, build_head, build_neck
+from ...builder import build_head
 from ...data.normalize import build_normalizer, image_sizes
 from ...errors import ConfigError
 from ...registry import MODELS
+from ..encoder import Encoder, FeatureSpec
 
 __all__ = ['Segmentor']
 
 
-def _accepts(obj: Any, arg: str) -> bool:
-    try:
-        params = inspect.signature(obj).parameters
-    except (TypeError, ValueError):
-        return False
-    return arg in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
 @MODELS.register_module()
-class Segmentor(nn.Module):
+class Segmentor(Encoder):
     """Encoder-decoder semantic segmentor.
 
     Args:
@@ -49,15 +40,22 @@ class Segmentor(nn.Module):
         normalize: ``dict(mean=(r, g, b), std=(r, g, b))`` on a 0..255 scale (default ImageNet's): ``forward``
             normalises the batch's uint8 ``images`` on the model's device (:mod:`attnkit.data.normalize`);
             ``loss``, ``predict`` and ``encode_decode`` take normalised float images.
+        in_indices, feature_spec: see :class:`~attnkit.tasks.encoder.Encoder` (which backbone outputs are used;
+            ``backbone=None`` + ``feature_spec`` for a branch on a shared backbone, which predicts from the shared
+            features of the whole image: ``test_mode='whole'`` without TTA).
+
+    Wiring (the :class:`~attnkit.tasks.encoder.Encoder` contract): the decode head reads the encoder outputs
+    (the neck's, or the selected backbone maps), the auxiliary head the selected backbone maps.
     """
 
-    def __init__(self, backbone: Mapping[str, Any], decode_head: Mapping[str, Any],
+    def __init__(self, backbone: Mapping[str, Any] | None, decode_head: Mapping[str, Any],
                  neck: Mapping[str, Any] | None = None, auxiliary_head: Mapping[str, Any] | None = None,
                  metainfo: Mapping[str, Any] | None = None, num_classes: int | None = None,
                  test_mode: str = 'whole', crop_size: Sequence[int] | None = None,
                  stride: Sequence[int] | None = None, tta_flip: bool = False,
                  tta_scales: Sequence[float] = (1.0,), align_corners: bool = False,
-                 normalize: Mapping[str, Any] | None = None) -> None:
+                 normalize: Mapping[str, Any] | None = None, in_indices: Sequence[int] | None = None,
+                 feature_spec: FeatureSpec | Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.normalizer = build_normalizer(normalize)
         classes = list((metainfo or {}).get('classes') or [])
@@ -82,45 +80,50 @@ class Segmentor(nn.Module):
         self.tta_scales = tuple(float(s) for s in tta_scales)
         self.align_corners = align_corners
 
-        self.backbone = build_backbone(backbone)
-        channels = tuple(self.backbone.out_channels)
-        self.neck = None
-        if neck is not None:
-            extra = {'in_channels': channels}
-            neck_cls = _lookup_neck(neck)
-            strides = getattr(self.backbone, 'strides', None)
-            if strides is not None and 'in_strides' not in neck and _accepts(neck_cls, 'in_strides'):
-                extra['in_strides'] = tuple(strides)
-            self.neck = build_neck(neck, **extra)
-            out = self.neck.out_channels
-            channels = tuple(out) if not isinstance(out, int) else (out,) * len(channels)
-        self.decode_head = build_head(decode_head, in_channels=channels, num_classes=self.num_classes)
-        self.auxiliary_head = (build_head(auxiliary_head, in_channels=tuple(self.backbone.out_channels),
+        if backbone is None and (test_mode == 'slide' or tta_flip or tuple(self.tta_scales) != (1.0,)):
+            raise ConfigError("Segmentor without its own backbone (a multi-task branch) predicts from the shared "
+                              "backbone's features of the whole image: use test_mode='whole' without tta_flip / "
+                              "tta_scales.")
+
+        self.init_encoder(backbone, neck, in_indices, feature_spec)
+        self.decode_head = build_head(decode_head, in_channels=self.out_channels, num_classes=self.num_classes)
+        self.auxiliary_head = (build_head(auxiliary_head, in_channels=self.backbone_channels,
                                           num_classes=self.num_classes)
                                if auxiliary_head is not None else None)
 
     # -- training ----------------------------------------------------------------------------------
     def extract_feat(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Backbone features (the neck is applied by the callers: the auxiliary head reads backbone features)."""
-        feats = tuple(self.backbone(images))
-        return feats
+        """Selected backbone features (the neck is applied by the callers: the auxiliary head reads these)."""
+        return self.backbone_features(images)
 
-    def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
+    def forward(self, batch: Mapping[str, Any], feats: Sequence[torch.Tensor] | None = None
+                ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         """Losses in training mode, per-image predictions in eval mode (see module docstring).
 
         Args:
             batch: ``images`` (N, 3, H, W) uint8 (normalised here); ``masks`` (N, H, W) long for training;
                 ``metas`` for evaluation.
+            feats: the backbone outputs of those images, already computed (a multi-task model's shared
+                backbone); the images then only give the output size.
         """
+        if feats is not None:
+            images = batch['images']
+            if self.training:
+                return self.loss(images, batch['masks'], feats=feats)
+            return self.predict(images, batch['metas'], feats=feats)
         images = self.normalizer(batch['images'], image_sizes(batch))
         if self.training:
             return self.loss(images, batch['masks'])
         return self.predict(images, batch['metas'])
 
-    def loss(self, images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Weighted cross-entropy of the decode head (and auxiliary head); ``'loss'`` is their sum."""
-        feats = self.extract_feat(images)
-        head_feats = self.neck(feats) if self.neck is not None else feats
+    def loss(self, images: torch.Tensor, masks: torch.Tensor,
+             feats: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Weighted cross-entropy of the decode head (and auxiliary head); ``'loss'`` is their sum.
+
+        ``feats``: all backbone outputs of ``images`` when already computed (then ``images`` is not used).
+        """
+        feats = self.backbone_features(images, feats)
+        head_feats = self.forward_neck(feats)
         losses = dict(self.decode_head.loss(self.decode_head(head_feats), masks))
         if self.auxiliary_head is not None:
             for key, value in self.auxiliary_head.loss(self.auxiliary_head(feats), masks).items():
@@ -129,11 +132,12 @@ class Segmentor(nn.Module):
         return losses
 
     # -- inference ---------------------------------------------------------------------------------
-    def encode_decode(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) -> (N, K, H, W) float32 logits of the decode head, upsampled to the input size."""
-        feats = self.extract_feat(images)
-        if self.neck is not None:
-            feats = self.neck(feats)
+    def encode_decode(self, images: torch.Tensor, feats: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, K, H, W) float32 logits of the decode head, upsampled to the input size.
+
+        ``feats``: all backbone outputs of ``images`` when already computed (only the size of ``images`` is used).
+        """
+        feats = self.encode(images, feats)
         logits = self.decode_head(feats)['seg'].float()
         return F.interpolate(logits, size=images.shape[-2:], mode='bilinear', align_corners=self.align_corners)
 
@@ -158,9 +162,16 @@ class Segmentor(nn.Module):
         return self.slide_logits(images) if self.test_mode == 'slide' else self.encode_decode(images)
 
     @torch.no_grad()
-    def predict_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, K, H, W) scores on the padded batch: logits, or mean softmax over flip / scale variants."""
+    def predict_logits(self, images: torch.Tensor, feats: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """(N, K, H, W) scores on the padded batch: logits, or mean softmax over flip / scale variants.
+
+        ``feats``: all backbone outputs of ``images`` when already computed (whole-image mode without TTA only).
+        """
         variants = [(s, f) for s in self.tta_scales for f in ((False, True) if self.tta_flip else (False,))]
+        if feats is not None:
+            if variants != [(1.0, False)] or self.test_mode != 'whole':
+                raise ConfigError("Segmentor: given backbone features support test_mode='whole' without TTA only.")
+            return self.encode_decode(images, feats)
         if variants == [(1.0, False)]:
             return self._logits(images)
         size = images.shape[-2:]
@@ -176,9 +187,10 @@ class Segmentor(nn.Module):
         return total / len(variants)
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, metas: Sequence[Mapping[str, Any]]) -> list[dict[str, torch.Tensor]]:
+    def predict(self, images: torch.Tensor, metas: Sequence[Mapping[str, Any]],
+                feats: Sequence[torch.Tensor] | None = None) -> list[dict[str, torch.Tensor]]:
         """Per image ``{'sem_seg': (H0, W0) long}``: padding removed (``img_size``), resized to ``ori_size``."""
-        scores = self.predict_logits(images)
+        scores = self.predict_logits(images, feats)
         return [{'sem_seg': self.postprocess(scores[i], meta)} for i, meta in enumerate(metas)]
 
     def postprocess(self, scores: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
@@ -191,8 +203,3 @@ class Segmentor(nn.Module):
                                    align_corners=self.align_corners)[0]
         return scores.argmax(0)
 
-
-def _lookup_neck(cfg: Mapping[str, Any]) -> Any:
-    from ...registry import NECKS, get_registered
-    t = cfg.get('type')
-    return get_registered(NECKS, t) if isinstance(t, str) else t

@@ -7,25 +7,24 @@ questions. ``loss_reduction='mean'`` keeps the plain mean.
 """
 from __future__ import annotations
 
-import inspect
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ...builder import build_backbone, build_head, build_neck
+from ...builder import build_head
 from ...data.normalize import build_normalizer, image_sizes
 from ...errors import ConfigError, DataError
 from ...heads.dist import global_normalizer
-from ...registry import MODELS, NECKS, get_registered
+from ...registry import MODELS
+from ..encoder import Encoder, FeatureSpec
 from .text import build_question_encoder
 
 __all__ = ['VQAModel']
 
 
 @MODELS.register_module()
-class VQAModel(nn.Module):
+class VQAModel(Encoder):
     """Visual question answering model.
 
     Args:
@@ -47,6 +46,11 @@ class VQAModel(nn.Module):
         metainfo: the dataset's/checkpoint's ``answers``, ``tokenizer`` (and ``question_vocab``).
         normalize: ``dict(mean=(r, g, b), std=(r, g, b))`` on a 0..255 scale (default ImageNet's): the batch's
             uint8 ``images`` are normalised on the model's device (:mod:`attnkit.data.normalize`).
+        in_indices, feature_spec: see :class:`~attnkit.tasks.encoder.Encoder` (which backbone outputs are used;
+            ``backbone=None`` + ``feature_spec`` for a branch on a shared backbone).
+
+    Wiring: the :class:`~attnkit.tasks.encoder.Encoder` contract builds backbone and neck; the grid is output
+    ``neck_level`` of the neck, or the last (``'concat'``: all, pooled) selected backbone map.
 
     ``forward(batch)``: training mode -> ``{'loss', 'loss_cls'}``; eval mode -> one dict per question:
     ``question_id``, ``answer`` (str), ``answer_ids`` (k,) long, ``scores`` (k,) sigmoid scores, ``attention``
@@ -58,7 +62,8 @@ class VQAModel(nn.Module):
                  neck_level: int = -1, grid_fusion: str = 'last', use_image: bool = True,
                  loss_reduction: str = 'num_answers',
                  loss_weight: float = 1.0, topk: int = 5, metainfo: Mapping[str, Any] | None = None,
-                 normalize: Mapping[str, Any] | None = None) -> None:
+                 normalize: Mapping[str, Any] | None = None, in_indices: Sequence[int] | None = None,
+                 feature_spec: FeatureSpec | Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.normalizer = build_normalizer(normalize)
         if not metainfo or not metainfo.get('answers'):
@@ -79,44 +84,37 @@ class VQAModel(nn.Module):
         self.topk = min(topk, len(self.answers))
         self.question_encoder = build_question_encoder(question_encoder, self.metainfo)
         img_channels = None
-        self.backbone = self.neck = None
         if use_image:
-            if backbone is None:
+            if backbone is None and feature_spec is None:
                 raise ConfigError('VQAModel with use_image=True needs a backbone config.')
-            self.backbone = build_backbone(backbone)
-            img_channels = self.backbone.out_channels[-1]
-            if grid_fusion == 'concat':
-                img_channels = sum(self.backbone.out_channels)
-            if neck is not None:
-                extra = {}  # strides for necks that take them (SimpleFeaturePyramid), as Segmentor passes them
-                strides = getattr(self.backbone, 'strides', None)
-                neck_type = neck.get('type')
-                neck_cls = get_registered(NECKS, neck_type) if isinstance(neck_type, str) else neck_type
-                if strides is not None and 'in_strides' not in neck \
-                        and 'in_strides' in inspect.signature(neck_cls).parameters:
-                    extra['in_strides'] = tuple(strides)
-                self.neck = build_neck(neck, in_channels=list(self.backbone.out_channels), **extra)
-                out = self.neck.out_channels
-                img_channels = out[neck_level] if isinstance(out, (tuple, list)) else int(out)
+            self.init_encoder(backbone, neck, in_indices, feature_spec)
+            if self.neck is not None:
+                img_channels = self.out_channels[neck_level]
+            elif grid_fusion == 'concat':
+                img_channels = sum(self.backbone_channels)
+            else:
+                img_channels = self.backbone_channels[-1]
         self.head = build_head(head, num_answers=len(self.answers), img_channels=img_channels,
                                q_channels=self.question_encoder.out_channels)
 
-    def image_grid(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) normalised float images -> (N, C, h, w) grid features."""
-        feats = self.backbone(images)
+    def image_grid(self, images: torch.Tensor | None = None,
+                   feats: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """(M, 3, H, W) normalised float images, or all their backbone outputs ``feats`` -> (M, C, h, w) grid."""
         if self.neck is not None:
-            feats = self.neck(feats)
-            return feats[self.neck_level]
+            return self.encode(images, feats)[self.neck_level]
+        feats = self.backbone_features(images, feats)
         if self.grid_fusion == 'concat':
             size = feats[-1].shape[-2:]
             return torch.cat([F.adaptive_avg_pool2d(f, size) for f in feats], dim=1)
         return feats[-1]
 
-    def forward_logits(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor | None]:
+    def forward_logits(self, batch: Mapping[str, Any],
+                       feats: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor | None]:
         """Head outputs ``logits`` (N, A) float32 and ``attention`` (N, h, w) or None.
 
         ``batch['images']`` (M, 3, H, W) uint8 (M distinct images, ``image_index`` (N,) maps questions to them)
-        are normalised here, on the model's device.
+        are normalised here, on the model's device. ``feats``: the backbone outputs of those M images, already
+        computed (a multi-task model's shared backbone); then the images are not looked at.
         """
         for key in ('input_ids', 'attention_mask'):
             if key not in batch:
@@ -125,8 +123,10 @@ class VQAModel(nn.Module):
         q = self.question_encoder(batch['input_ids'], mask)
         grid = index = None
         if self.use_image:
-            images = self.normalizer(batch['images'], image_sizes(batch))
-            grid = self.image_grid(images)  # (M, C, h, w): one per distinct image
+            if feats is None:
+                grid = self.image_grid(self.normalizer(batch['images'], image_sizes(batch)))
+            else:
+                grid = self.image_grid(feats=feats)  # (M, C, h, w): one per distinct image
             index = batch.get('image_index')  # (N,): the head expands per image -> per question
         out = self.head(grid, q, mask, image_index=index)
         return {'logits': out['logits'].float(), 'attention': out['attention']}
@@ -152,8 +152,13 @@ class VQAModel(nn.Module):
             loss = loss / logits.shape[1]
         return loss * self.loss_weight
 
-    def forward(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor] | list[dict[str, Any]]:
-        out = self.forward_logits(batch)
+    def forward(self, batch: Mapping[str, Any], feats: Sequence[torch.Tensor] | None = None
+                ) -> dict[str, torch.Tensor] | list[dict[str, Any]]:
+        """Training: ``{'loss', 'loss_cls'}``; eval: one prediction dict per question (class docstring).
+
+        ``feats``: the backbone outputs of ``batch['images']`` when already computed (a shared backbone).
+        """
+        out = self.forward_logits(batch, feats)
         logits = out['logits']
         if self.training:
             if 'answer_scores' not in batch:

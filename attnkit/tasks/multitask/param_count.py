@@ -1,0 +1,57 @@
+"""Parameter count of a multi-task model against the single-task models it replaces.
+
+    python -m attnkit.tasks.multitask.param_count \\
+        configs/demo/multitask_r18_shapes.py \\
+        configs/demo/fcos_r18-cbam_fpn_shapes.py configs/demo/danet_r18-d8_shapes.py configs/demo/mcan_r18_gru_shapes.py
+
+Each model is built with its training set's metainfo (so class and answer counts are the real ones); backbone
+``pretrained`` weights are not loaded. Prints one Markdown table: parameters of the backbone, of the rest, and in
+all, for the multi-task model, each single-task model and their sum.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from torch import nn
+
+
+def build_with_train_metainfo(path: str) -> nn.Module:
+    """The model of config ``path``, built with its training dataset's metainfo (random weights)."""
+    from ...builder import build_dataset, build_model
+    from ...config import load_config
+    cfg = load_config(path, {'model.backbone.pretrained': None} if _has_pretrained(path) else None)
+    dataset = build_dataset(cfg['data']['train']['dataset'])
+    return build_model(cfg['model'], metainfo=getattr(dataset, 'metainfo', None))
+
+
+def _has_pretrained(path: str) -> bool:
+    from ...config import load_config
+    return 'pretrained' in (load_config(path)['model'].get('backbone') or {})
+
+
+def count(model: nn.Module) -> dict[str, int]:
+    """``{'backbone': ..., 'rest': ..., 'total': ...}`` parameter counts (each tensor once)."""
+    total = sum(p.numel() for p in model.parameters())
+    backbone = getattr(model, 'backbone', None)
+    bb = sum(p.numel() for p in backbone.parameters()) if backbone is not None else 0
+    return {'backbone': bb, 'rest': total - bb, 'total': total}
+
+
+def table(multi: str, singles: list[str]) -> str:
+    rows: list[tuple[str, dict[str, Any]]] = [(multi, count(build_with_train_metainfo(multi)))]
+    single_counts = [(p, count(build_with_train_metainfo(p))) for p in singles]
+    rows += single_counts
+    rows.append(('sum of the single-task models', {k: sum(c[k] for _, c in single_counts)
+                                                    for k in ('backbone', 'rest', 'total')}))
+    lines = ['| model | backbone | necks + heads (+ question encoder) | total |', '|---|---:|---:|---:|']
+    lines += [f"| {name} | {c['backbone'] / 1e6:.3f} M | {c['rest'] / 1e6:.3f} M | {c['total'] / 1e6:.3f} M |"
+              for name, c in rows]
+    ratio = rows[0][1]['total'] / rows[-1][1]['total']
+    return '\n'.join(lines) + f'\n\nmulti-task / sum of single-task = {ratio:.2f}'
+
+
+if __name__ == '__main__':
+    if len(sys.argv) < 3:
+        raise SystemExit(__doc__)
+    print(table(sys.argv[1], sys.argv[2:]))
