@@ -13,7 +13,7 @@ from ..registry import BACKBONES, closest_names
 from .freezing import FrozenPartsMixin
 from .pretrained import LoadReport
 from .timm_names import display_names, display_state_keys, reference_model, to_display
-from .timm_pretrained import load_timm_pretrained
+from .timm_pretrained import load_timm_attention, load_timm_pretrained
 
 __all__ = ['TimmBackbone']
 
@@ -151,6 +151,8 @@ class TimmBackbone(FrozenPartsMixin, nn.Module):
             example = torch.zeros(1, self.in_chans, max(64, 2 * max(self.strides)), max(64, 2 * max(self.strides)))
             self.places = insert(self, attention, identity_init=identity_init, example_input=example,
                                  names={display: f'model.{real}' for display, real in names.items() if display})
+            if self.pretrained_report is not None:  # a checkpoint of a model over this backbone: its attention
+                load_timm_attention(self, pretrained, self.pretrained_report)
 
         stage_of = _stage_ids(reference)
         self.num_stages = max(stage_of.values(), default=0)

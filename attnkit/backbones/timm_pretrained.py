@@ -4,21 +4,26 @@ Hugging Face cache (``timm://<model>[.<tag>]``). Nothing here downloads.
 A checkpoint may use the classification model's names (``stages.0.blocks.0.conv_dw.weight``, what timm publishes
 and ``timm.create_model(name).state_dict()`` gives), the features model's (``stages_0.blocks...``) or a
 TimmBackbone's (``model.stages_0...``); the classifier and the stages after the last output are expected to be
-unused.
+unused. An attnkit task checkpoint (an ``ImageClassifier`` or detector over a TimmBackbone) gives its
+``backbone.*`` part, the rest reported as dropped; its inserted attention is loaded after the insertion
+(:func:`load_timm_attention`), gamma included.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Mapping
 
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
-from .pretrained import LoadReport, read_state_dict, resolve_pretrained, strip_prefixes
+from .pretrained import (LoadReport, describe_source, key_groups, read_state_dict, resolve_pretrained,
+                         settle_attention, take_backbone)
 
-__all__ = ['TIMM_PREFIX', 'hf_cache_dir', 'timm_cache_file', 'resolve_timm_pretrained', 'load_timm_pretrained']
+__all__ = ['TIMM_PREFIX', 'hf_cache_dir', 'timm_cache_file', 'resolve_timm_pretrained', 'load_timm_pretrained',
+           'load_timm_attention']
 
 logger = logging.getLogger('attnkit.backbones')
 
@@ -126,10 +131,11 @@ def load_timm_pretrained(features: nn.Module, spec: str | os.PathLike, *, displa
             shapes), no key in common, or model tensors the file lacks (a checkpoint of another architecture).
     """
     path = resolve_timm_pretrained(spec)
-    state_dict = strip_prefixes(read_state_dict(path), ('module.', 'backbone.'))
+    where = describe_source(spec, path)
+    part = take_backbone(read_state_dict(path))
+    state_dict = part.state
     own = features.state_dict()
     renamed, unknown = _to_model_keys(state_dict, own, display_keys)
-    where = f"Pretrained weights {os.fspath(spec)!r} ({path})"
     for key, value in renamed.items():
         if tuple(value.shape) != tuple(own[key].shape):
             raise CheckpointError(f"{where} do not fit timm {model_name!r}: {key!r} has shape {tuple(value.shape)} in "
@@ -144,8 +150,17 @@ def load_timm_pretrained(features: nn.Module, spec: str | os.PathLike, *, displa
                               f"{lacking[0]!r} (a checkpoint of another architecture or depth?).")
     features.load_state_dict(renamed, strict=False)
     expected_unused = [k for k in unknown if k in reference_keys or k.removeprefix('model.') in reference_keys]
-    odd = [k for k in unknown if k not in expected_unused]
-    report = LoadReport(str(path), sorted(renamed), [k for k in own if k not in renamed], unknown)
+    attention = [k for k in unknown if k not in expected_unused and _ATTENTION_KEY.search(k)]
+    odd = [k for k in unknown if k not in expected_unused and k not in attention]
+    report = LoadReport(str(path), sorted(renamed), [k for k in own if k not in renamed], unknown,
+                        prefix=part.prefix, dropped=part.dropped)
+    if part.prefix:
+        logger.info('Pretrained %s: a task checkpoint: took its %r part (%d tensors), dropped %d keys outside the '
+                    'backbone: %s.', path.name, part.prefix, len(state_dict), len(part.dropped),
+                    key_groups(part.dropped))
+    if attention:
+        logger.info('Pretrained %s: %d tensors of inserted attention, loaded once it is inserted: %s', path.name,
+                    len(attention), _short(attention))
     if expected_unused:
         logger.info('Pretrained %s: %d tensors of the classifier / unused stages not loaded, as expected: %s',
                     path.name, len(expected_unused), _short(expected_unused))
@@ -153,4 +168,56 @@ def load_timm_pretrained(features: nn.Module, spec: str | os.PathLike, *, displa
         logger.warning('Pretrained %s: %d keys in the file but not in timm %r: %s', path.name, len(odd), model_name,
                        _short(odd))
     logger.info('Pretrained %s: loaded %d of %d tensors of timm %r.', path.name, len(renamed), len(own), model_name)
+    return report
+
+
+# keys of modules placed by attnkit.attention.insert under its default names (``attn``, ``<path>_attn``, ``..._2``)
+_ATTENTION_KEY = re.compile(r'(^|\.)(\w*_)?attn(_\d+)?\.')
+
+
+def load_timm_attention(backbone: nn.Module, spec: str | os.PathLike, report: LoadReport) -> LoadReport:
+    """Load the inserted-attention tensors of ``spec`` into ``backbone`` once its attention is inserted.
+
+    :func:`load_timm_pretrained` runs before the insertion, so a checkpoint of an attnkit model over the same
+    TimmBackbone (with the same ``attention=``) leaves the attention tensors unused; this loads every file tensor
+    whose name is now a key of ``backbone`` and settles the attention modules (:func:`settle_attention`:
+    ``gamma`` from the file, or 1 when the file lacks it). ``report`` is updated in place.
+
+    Args:
+        backbone: the TimmBackbone after :func:`~attnkit.attention.insert` (its state-dict names, ``model.*``).
+        spec: the same file as given to :func:`load_timm_pretrained`.
+        report: its report.
+
+    Returns:
+        ``report``, with the attention tensors moved from ``unexpected`` to ``loaded`` and the attention modules
+        listed in ``attention_loaded`` / ``attention_identity``.
+
+    Raises:
+        CheckpointError: an attention tensor whose shape differs from the inserted module's (another attention
+            type, reduction or place).
+    """
+    own = backbone.state_dict()
+    pending = set(report.unexpected)
+    if not any(k in own or f'model.{k}' in own for k in pending):
+        report.attention_loaded, report.attention_identity = settle_attention(backbone, [])
+        return report
+    path = resolve_timm_pretrained(spec)
+    state = take_backbone(read_state_dict(path)).state
+    found: dict[str, str] = {}  # file key -> backbone key
+    for key in pending:
+        target = key if key in own else f'model.{key}'
+        if target in own and key in state:
+            found[key] = target
+    for key, target in found.items():
+        if tuple(state[key].shape) != tuple(own[target].shape):
+            raise CheckpointError(f"{describe_source(spec, path)} do not fit the inserted attention: {target!r}: "
+                                  f"checkpoint {tuple(state[key].shape)} vs model {tuple(own[target].shape)} (build "
+                                  "the attention= of the run that wrote it).")
+    backbone.load_state_dict({target: state[key] for key, target in found.items()}, strict=False)
+    report.attention_loaded, report.attention_identity = settle_attention(backbone, found.values())
+    report.loaded += sorted(found.values())
+    report.unexpected = [k for k in report.unexpected if k not in found]
+    if report.attention_loaded:
+        logger.info('Pretrained %s: %d attention modules loaded from the file (pretrained function kept): %s',
+                    path.name, len(report.attention_loaded), _short(report.attention_loaded))
     return report
