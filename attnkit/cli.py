@@ -386,9 +386,24 @@ COMMANDS = {'train': cmd_train, 'test': cmd_test, 'infer': cmd_infer, 'data': cm
             'multitask': cmd_multitask}
 
 
+def _show_attnkit_logs() -> None:
+    """Print attnkit's INFO log lines (e.g. the key report of a ``pretrained=`` load: what was taken, dropped and
+    kept) as ``attnkit.<part>: message`` on stderr, unless the embedding program configured the logger itself."""
+    import logging
+    log = logging.getLogger('attnkit')
+    if log.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter('%(name)s: %(message)s'))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     os.environ.setdefault('NO_ALBUMENTATIONS_UPDATE', '1')  # this process only: no PyPI query on import
+    _show_attnkit_logs()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = bool(os.environ.get('ATTNKIT_DEBUG'))
     with warnings.catch_warnings():
