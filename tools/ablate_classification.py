@@ -60,6 +60,39 @@ def read_run(work_dir: Path, metric: str) -> dict | None:
             'iters': int(val[-1].get('iter', 0)), 'params': int(params)}
 
 
+def precise_bn_top1(config: str, work_dir: Path, num_batches: int, batch_size: int = 64, seed: int = 0) -> float:
+    """Top-1 on the val split of the run's final weights after recomputing every BatchNorm's statistics
+    (:func:`attnkit.engine.precise_bn.recalibrate_batchnorm`) over ``num_batches`` shuffled training batches taken
+    through the val pipeline: what the weights can do without the lag of BatchNorm's running averages."""
+    import random
+
+    import torch
+
+    from attnkit import build_dataset
+    from attnkit.config import load_config
+    from attnkit.engine import load_model
+    from attnkit.engine.precise_bn import recalibrate_batchnorm
+
+    cfg = load_config(config)
+    model = load_model(cfg, str(work_dir / 'model.safetensors')).eval()
+    val = build_dataset(cfg['data']['val']['dataset'], metainfo=model.metainfo)
+    train_cfg = dict(cfg['data']['train']['dataset'])
+    train_cfg['pipeline'] = cfg['data']['val']['dataset'].get('pipeline', [])
+    train = build_dataset(train_cfg, metainfo=model.metainfo)
+    order = list(range(len(train)))
+    random.Random(seed).shuffle(order)
+    batches = (train.collate([train[i] for i in order[s:s + batch_size]])
+               for s in range(0, min(len(order), num_batches * batch_size), batch_size))
+    recalibrate_batchnorm(model, batches)
+    correct = 0
+    with torch.no_grad():
+        for s in range(0, len(val), batch_size):
+            batch = val.collate([val[i] for i in range(s, min(s + batch_size, len(val)))])
+            pred = torch.stack([p['label'] for p in model(batch)])
+            correct += int((pred == batch['labels']).sum())
+    return correct / len(val)
+
+
 def mean_std(values: list[float], digits: int) -> str:
     if not values:
         return 'n/a'
@@ -69,13 +102,16 @@ def mean_std(values: list[float], digits: int) -> str:
 
 
 def table(results: dict[str, list[dict]], metric: str) -> str:
-    lines = [f'| config | params (M) | {metric} (mean ± std) | s / step (mean ± std) | seeds |',
-             '|---|---:|---:|---:|---:|']
+    precise = any(r and 'precise_bn_top1' in r for runs in results.values() for r in runs)
+    extra = ' top-1 after precise BN (mean ± std) |' if precise else ''
+    lines = [f'| config | params (M) | {metric} (mean ± std) |{extra} s / step (mean ± std) | seeds |',
+             '|---|---:|---:|' + ('---:|' if precise else '') + '---:|---:|']
     for config, runs in results.items():
         name = Path(config).stem
         ok = [r for r in runs if r]
         params = f"{ok[0]['params'] / 1e6:.2f}" if ok else 'n/a'
-        lines.append(f"| {name} | {params} | {mean_std([r['metric'] for r in ok], 4)} | "
+        cell = f" {mean_std([r['precise_bn_top1'] for r in ok if 'precise_bn_top1' in r], 4)} |" if precise else ''
+        lines.append(f"| {name} | {params} | {mean_std([r['metric'] for r in ok], 4)} |{cell} "
                      f"{mean_std([r['step_time'] for r in ok], 3)} | {len(ok)} |")
     return '\n'.join(lines)
 
@@ -90,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='passed to every run after runtime.seed=S (e.g. schedule.max_epochs=4)')
     parser.add_argument('--force', action='store_true', help='train again even where a finished run exists')
+    parser.add_argument('--precise-bn', type=int, default=0, metavar='N',
+                        help='also report top-1 after recomputing BatchNorm statistics over N training batches')
     args = parser.parse_args(argv)
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE='1', HF_HUB_OFFLINE='1', TRANSFORMERS_OFFLINE='1')
     results: dict[str, list[dict]] = {}
@@ -123,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                     results[config].append(None)
                     continue
                 run['wall_s'] = round(wall, 1)
+            if args.precise_bn:
+                run['precise_bn_top1'] = precise_bn_top1(config, work, args.precise_bn, seed=seed)
+                print(f"  {Path(config).stem} seed {seed}: top-1 after precise BN {run['precise_bn_top1']:.4f}")
             print(f"  {Path(config).stem} seed {seed}: {args.metric}={run['metric']:.4f}, "
                   f"{run['step_time']:.3f} s/step, {run['iters']} iterations", flush=True)
             results[config].append(run)
