@@ -99,4 +99,5 @@ def test_python_m_attnkit_exit_code_and_no_traceback(trained):
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and len(lines[0]) < 300, proc.stderr  # nothing else on stderr in a fresh interpreter
     assert lines[-1].startswith('error: ') and "'SGD'" in lines[-1] and 'Traceback' not in proc.stderr, proc.stderr

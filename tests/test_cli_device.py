@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -47,30 +45,33 @@ def model_files(tmp_path_factory, demo_data):
     return str(cfg_path), str(ckpt), image, tmp
 
 
-def _run(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, '-m', 'attnkit', *argv], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, NO_ALBUMENTATIONS_UPDATE='1', HF_HUB_OFFLINE='1'))
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    """``attnkit ARGV`` in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_infer_and_test_on_the_cpu_through_the_command_line(model_files):
+def test_infer_and_test_on_the_cpu_through_the_command_line(model_files, capsys):
     cfg, ckpt, image, tmp = model_files
     out = tmp / 'out'
-    proc = _run('infer', cfg, ckpt, image, '--out', str(out), '--device', 'cpu')
-    assert proc.returncode == 0, proc.stderr
-    written = proc.stdout.split()
+    code, stdout, stderr = _run(capsys, 'infer', cfg, ckpt, image, '--out', str(out), '--device', 'cpu')
+    assert code == 0, stderr
+    written = stdout.split()
     assert any(f.endswith('_mask.png') for f in written) and all(os.path.isfile(f) for f in written)
-    proc = _run('test', cfg, ckpt, '--device', 'cpu')
-    assert proc.returncode == 0, proc.stderr
-    assert 'mIoU' in proc.stdout and '6 images' in proc.stdout
+    code, stdout, stderr = _run(capsys, 'test', cfg, ckpt, '--device', 'cpu')
+    assert code == 0, stderr
+    assert 'mIoU' in stdout and '6 images' in stdout
 
 
 def test_unavailable_device_is_a_one_line_error(model_files, capsys):
     cfg, ckpt, image, tmp = model_files
     device = _unavailable_cuda()
-    proc = _run('infer', cfg, ckpt, image, '--out', str(tmp / 'none'), '--device', device)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f'error: --device {device}:'), proc.stderr
+    code, _, stderr = _run(capsys, 'infer', cfg, ckpt, image, '--out', str(tmp / 'none'), '--device', device)
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f'error: --device {device}:'), stderr
     assert not os.path.exists(tmp / 'none')  # refused before any work
     for argv in (['test', cfg, ckpt, '--device', device], ['infer', cfg, ckpt, image, '--device', 'nodevice']):
         assert cli.main(argv) == 2

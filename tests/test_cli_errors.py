@@ -1,9 +1,11 @@
 """Every failure of the ``attnkit`` command is one line on stderr, exit code 2, under 300 characters, naming the
 file or key; ``import attnkit`` changes no environment variable.
 
-The bad invocations run as separate processes: one driver process imports attnkit once, then forks a child per
-command line that runs ``attnkit.cli.main(argv)`` with its own stderr (a fresh interpreter per line would cost
-~14 s of imports each on the 2-core test machine). Two lines also go through ``python -m attnkit`` itself.
+The bad invocations run as separate processes: ONE driver process (shared by the whole module) imports attnkit
+once, then forks a child per command line that runs ``attnkit.cli.main(argv)`` (or, for a line starting with
+``-m attnkit``, the ``attnkit/__main__.py`` entry point through ``runpy``, as ``python -m`` does) with its own
+stderr (a fresh interpreter per line would cost ~6-14 s of imports each on the 2-core test machine). A fresh
+``python -m attnkit`` interpreter is tested in test_cli.py.
 """
 from __future__ import annotations
 
@@ -36,7 +38,13 @@ for argv in cases:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         try:
-            code = attnkit.cli.main(argv)
+            if argv[:2] == ['-m', 'attnkit']:  # what `python -m attnkit ARGS` runs: attnkit/__main__.py
+                import runpy
+                sys.argv = ['attnkit', *argv[2:]]
+                runpy.run_module('attnkit', run_name='__main__', alter_sys=True)
+                code = 0
+            else:
+                code = attnkit.cli.main(argv)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -101,7 +109,12 @@ def _config(tmp: Path, name: str, **sections: str) -> str:
     return str(path)
 
 
-def test_bad_invocations_are_one_line_naming_the_key_or_file(toy, tmp_path):
+@pytest.fixture(scope='module')
+def driven(toy, tmp_path_factory) -> dict[str, Any]:
+    """Every command line of this module that runs in a forked child, run by ONE driver process: the bad
+    invocations table (argv, expected fragments), the full-disk training run, the ``-m attnkit`` line; with their
+    results and the paths the tests look at afterwards."""
+    tmp_path = tmp_path_factory.mktemp('cli_errors_driven')
     cfg, ckpt = toy['cfg'], toy['ckpt']
     a_file = tmp_path / 'a_file.txt'
     a_file.write_text('not a folder')
@@ -143,29 +156,41 @@ def test_bad_invocations_are_one_line_naming_the_key_or_file(toy, tmp_path):
         (['data', 'demo', '--num-train', 'abc'], ('--num-train', "'abc'")),
         (['nosuchcommand'], ('nosuchcommand',)),
     ]
-    results = run_cli_lines(tmp_path, [argv for argv, _ in table])
-    for result, (argv, fragments) in zip(results, table):
+    # a checkpoint write that fails: the temporary checkpoint file is /dev/full ('No space left on device')
+    full_cfg = _config(tmp_path, 'full.py', schedule="dict(by_epoch=True, max_epochs=1, warmup_iters=0)")
+    full_work = tmp_path / 'work_full.py'
+    full_work.mkdir()
+    os.symlink('/dev/full', full_work / 'latest.pth.tmp')
+    full_disk = ['train', full_cfg]
+    python_m = [['-m', 'attnkit', 'train', cfg, '--cfg-options', option]
+                for option in ('data.train.batch_size=abc', 'data.train.shufle=0')]
+    argvs = [argv for argv, _ in table] + [full_disk] + python_m
+    results = run_cli_lines(tmp_path, argvs)
+    assert [r['argv'] for r in results] == argvs
+    return {'table': table, 'results': results[:len(table)], 'full_disk': results[len(table)],
+            'full_work': full_work, 'python_m': results[len(table) + 1:], 'foreign': foreign}
+
+
+def test_bad_invocations_are_one_line_naming_the_key_or_file(driven):
+    for result, (argv, fragments) in zip(driven['results'], driven['table'], strict=True):
         assert result['argv'] == argv
         assert_one_line_error(result, *fragments)
+    foreign = driven['foreign']
     assert (foreign / 'notes.txt').read_text() == 'mine' and os.listdir(foreign) == ['notes.txt']
 
 
-def test_python_m_attnkit_bad_option_value_is_one_line(toy):
-    """The same through the real entry point (a fresh interpreter): a value of the wrong type and a typo."""
-    for options, fragments in ((['data.train.batch_size=abc'], ('data.train.batch_size', "'abc'")),
-                               (['data.train.shufle=0'], ('shufle', "'shuffle'"))):
-        proc = subprocess.run([sys.executable, '-m', 'attnkit', 'train', toy['cfg'], '--cfg-options', *options],
-                              env=_env(), capture_output=True, text=True, timeout=300)
-        assert_one_line_error({'argv': options, 'code': proc.returncode, 'stderr': proc.stderr}, *fragments)
+def test_python_m_attnkit_bad_option_value_is_one_line(driven):
+    """The same through the ``python -m attnkit`` entry point (attnkit/__main__.py run as ``__main__``, in a forked
+    driver child): a value of the wrong type and a typo. A fresh ``python -m attnkit`` interpreter's exit code and
+    single stderr line: tests/test_cli.py::test_python_m_attnkit_exit_code_and_no_traceback."""
+    for result, fragments in zip(driven['python_m'], (('data.train.batch_size', "'abc'"), ('shufle', "'shuffle'")),
+                                 strict=True):
+        assert_one_line_error(result, *fragments)
 
 
-def test_full_disk_while_writing_a_checkpoint_is_one_line_naming_the_work_dir(tmp_path):
+def test_full_disk_while_writing_a_checkpoint_is_one_line_naming_the_work_dir(driven):
     """A checkpoint write that fails (here: the temporary checkpoint file is /dev/full, 'No space left on device')."""
-    cfg = _config(tmp_path, 'full.py', schedule="dict(by_epoch=True, max_epochs=1, warmup_iters=0)")
-    work = tmp_path / 'work_full.py'
-    work.mkdir()
-    os.symlink('/dev/full', work / 'latest.pth.tmp')
-    result = run_cli_lines(tmp_path, [['train', cfg]])[0]
+    result, work = driven['full_disk'], driven['full_work']
     lines = result['stderr'].strip().splitlines()
     assert result['code'] == 2 and 'Traceback' not in result['stderr'], result['stderr']
     assert lines[-1].startswith('error: ') and len(lines[-1]) < 300, lines[-1]

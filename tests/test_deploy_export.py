@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 
 import numpy as np
@@ -228,25 +227,21 @@ def trained_segmentor(tmp_path_factory, demo_data):
     return str(cfg), str(tmp / 'work' / 'latest.pth'), tmp
 
 
-def _attnkit(*argv: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE='1', HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, '-m', 'attnkit', *argv], capture_output=True, text=True, timeout=600,
-                          env=env)
-
-
-def test_cli_exports_and_prints_the_check(trained_segmentor, demo_data):
+def test_cli_exports_and_prints_the_check(trained_segmentor, demo_data, capsys):
     cfg, ckpt, tmp = trained_segmentor
     out = tmp / 'seg.onnx'
     image = os.path.join(demo_data['img_dir'], '000013.jpg')
-    proc = _attnkit('export', cfg, ckpt, '--size', '64', '64', '--out', str(out), '--image', image)
-    assert proc.returncode == 0, proc.stderr
-    assert f'wrote {out} (onnx, segmentation, images 1x3x64x64 uint8' in proc.stdout, proc.stdout
+    capsys.readouterr()
+    code = cli.main(['export', cfg, ckpt, '--size', '64', '64', '--out', str(out), '--image', image])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    assert f'wrote {out} (onnx, segmentation, images 1x3x64x64 uint8' in stdout, stdout
     check = re.search(r'check: max \|onnxruntime - pytorch\| = (\S+) \(same shapes\); pytorch [\d.]+ ms, '
-                      r'onnxruntime [\d.]+ ms', proc.stdout)
-    assert check and float(check.group(1)) < TOL, proc.stdout
-    proc = _attnkit('export', cfg, ckpt, '--size', '60', '64')
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+                      r'onnxruntime [\d.]+ ms', stdout)
+    assert check and float(check.group(1)) < TOL, stdout
+    code = cli.main(['export', cfg, ckpt, '--size', '60', '64'])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith('error: --size 60 64 is not divisible by') and '56 64 or 64 64' in lines[0], lines
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -313,18 +311,22 @@ def _balance_classes(model: nn.Module, img_dir: str) -> None:
         model.decode_head.conv_seg.bias -= seen[0].transpose(0, 1).flatten(1).median(dim=1).values
 
 
-def _run(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, '-m', 'attnkit', *argv], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, NO_ALBUMENTATIONS_UPDATE='1', HF_HUB_OFFLINE='1', OMP_NUM_THREADS='1'))
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    """``attnkit ARGV`` in this process: (exit code, stdout, stderr)."""
+    from attnkit import cli
+    capsys.readouterr()
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_test_command_fast_gives_the_eager_metrics(seg_files):
+def test_test_command_fast_gives_the_eager_metrics(seg_files, capsys):
     cfg, ckpt, tmp = seg_files
-    eager = _run('test', cfg, ckpt, '--device', 'cpu', '--out', str(tmp / 'eager.json'))
-    fast = _run('test', cfg, ckpt, '--device', 'cpu', '--fast', '--out', str(tmp / 'fast.json'))
-    assert eager.returncode == 0 and fast.returncode == 0, eager.stderr + fast.stderr
-    assert 'fast path on cpu' in fast.stderr and 'identity attention modules removed' in fast.stderr
-    assert 'mIoU' in eager.stdout and 'mIoU' in fast.stdout
+    eager = _run(capsys, 'test', cfg, ckpt, '--device', 'cpu', '--out', str(tmp / 'eager.json'))
+    fast = _run(capsys, 'test', cfg, ckpt, '--device', 'cpu', '--fast', '--out', str(tmp / 'fast.json'))
+    assert eager[0] == 0 and fast[0] == 0, eager[2] + fast[2]
+    assert 'fast path on cpu' in fast[2] and 'identity attention modules removed' in fast[2]
+    assert 'mIoU' in eager[1] and 'mIoU' in fast[1]
     m_eager, m_fast = (json.loads((tmp / f'{m}.json').read_text()) for m in ('eager', 'fast'))
     assert m_eager['mIoU'] > 0.05 and m_eager['aAcc'] > 0.05  # a non-trivial prediction: every pixel counts
     assert {k: round(v, 3) for k, v in m_eager.items()} == {k: round(v, 3) for k, v in m_fast.items()}

@@ -28,14 +28,21 @@ def _run(out_dir, processes: int) -> list[dict]:
     os.makedirs(out_dir)
     env = dict(os.environ, ACCELERATE_USE_CPU='1', OMP_NUM_THREADS='1', NO_ALBUMENTATIONS_UPDATE='1',
                HF_HUB_OFFLINE='1', PYTHONPATH=TESTS + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    if processes == 1:
-        cmd = [sys.executable, SCRIPT, str(out_dir)]
+    if processes == 1:  # the same script's main() in this process (a fresh interpreter costs ~7 s of imports)
+        from accelerate.state import AcceleratorState, GradientState
+        AcceleratorState._reset_state()  # an earlier Trainer in this process may have used another precision
+        GradientState._reset_state()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv('ACCELERATE_USE_CPU', '1')
+            run.main(str(out_dir))
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
     else:
         cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', str(processes),
                '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no',
                '--main_process_port', str(_free_port()), SCRIPT, str(out_dir)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads((out_dir / f'rank{r}.json').read_text()) for r in range(processes)]
 
 

@@ -6,8 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +24,6 @@ DETECTOR = dict(type='Detector', backbone=dict(type='ResNet', depth=18, base_cha
                           regress_ranges=((-1, 16), (16, 32), (32, 1e8))))
 SEGMENTOR = dict(type='Segmentor', backbone=dict(type='ResNet', depth=18, base_channels=8, out_indices=(3,)),
                  decode_head=dict(type='fcn', in_index=0, channels=8))
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS='1', NO_ALBUMENTATIONS_UPDATE='1', HF_HUB_OFFLINE='1')
 
 
 def _digest(path: str | Path) -> str:
@@ -54,17 +48,19 @@ def _checkpoint(tmp: Path, model_cfg: dict, classes: list[str]) -> tuple[str, st
     return str(cfg), str(ckpt)
 
 
-def test_infer_cli_never_overwrites_an_input_or_an_earlier_output(tmp_path):
+def test_infer_cli_never_overwrites_an_input_or_an_earlier_output(tmp_path, capsys):
     cfg, ckpt = _checkpoint(tmp_path, DETECTOR, ['a', 'b'])
     a, b = tmp_path / 'a', tmp_path / 'b'
     inputs = [_image(a / 'x.png', 0), _image(b / 'x.png', 1), _image(a / 'x_pred.png', 2)]
     before = {p: _digest(p) for p in inputs}
     argv = ['infer', cfg, ckpt, *inputs, '--out', str(a)]
-    proc = subprocess.run([sys.executable, '-m', 'attnkit', *argv], env=_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    from attnkit import cli
+    capsys.readouterr()
+    code = cli.main(argv)
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr[-3000:]
     assert {p: _digest(p) for p in inputs} == before  # the inputs are untouched (a/x.png, a/x_pred.png above all)
-    written = proc.stdout.split()
+    written = stdout.split()
     names = sorted(os.path.basename(f) for f in written)
     # a/x.png: x_pred.png is an input -> number 1; b/x.png (same stem) -> 2; a/x_pred.png -> x_pred_pred.png
     assert names == ['x_pred_1.json', 'x_pred_1.png', 'x_pred_2.json', 'x_pred_2.png', 'x_pred_pred.json',
@@ -76,7 +72,6 @@ def test_infer_cli_never_overwrites_an_input_or_an_earlier_output(tmp_path):
     first = {f: _digest(f) for f in written}
 
     # the same command again: earlier outputs are kept, the new ones take the next free numbers
-    from attnkit import cli
     assert cli.main(argv) == 0
     assert {f: _digest(f) for f in written} == first and {p: _digest(p) for p in inputs} == before
     assert sorted(os.listdir(a)) == sorted(['x.png', 'x_pred.png'] + names + [
@@ -114,7 +109,7 @@ def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob('*') if p.is_file()}
 
 
-def test_data_demo_rewrite_keeps_the_users_files(tmp_path):
+def test_data_demo_rewrite_keeps_the_users_files(tmp_path, capsys):
     out = tmp_path / 'demo'
     generate_demo_data(out, num_train=2, num_val=1, size=32)
     mine = {'notes.txt': 'my notes', 'voc/JPEGImages/mine.jpg': 'my picture', 'coco/extra.json': '{}'}
@@ -124,9 +119,9 @@ def test_data_demo_rewrite_keeps_the_users_files(tmp_path):
     meta = json.loads((out / 'meta.json').read_text())
     assert sorted(meta['files']) == sorted(demo_files - {'meta.json'})
 
-    proc = subprocess.run([sys.executable, '-m', 'attnkit', 'data', 'demo', '--out', str(out), '--num-train', '3',
-                           '--num-val', '1', '--size', '32'], env=_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    from attnkit import cli
+    code = cli.main(['data', 'demo', '--out', str(out), '--num-train', '3', '--num-val', '1', '--size', '32'])
+    assert code == 0, capsys.readouterr().err[-3000:]
     assert all((out / rel).read_text() == text for rel, text in mine.items())
     assert sorted(os.listdir(out / 'voc' / 'JPEGImages')) == ['000001.jpg', '000002.jpg', '000003.jpg',
                                                               '000004.jpg', 'mine.jpg']

@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -53,7 +51,7 @@ def test_shipped_testdev_config_finds_every_test2015_image(testdev):
     assert dataset.image_path(first) == str(root / 'test2015' / f'COCO_test2015_{first:012d}.jpg')
 
 
-def test_testdev_results_file_through_the_cli(testdev, tmp_path):
+def test_testdev_results_file_through_the_cli(testdev, tmp_path, capsys, monkeypatch):
     paths, root, questions = testdev
     opts = {'work_dir': str(tmp_path / 'work'), 'schedule.max_epochs': 1, 'schedule.warmup_iters': 1,
             'data.train.batch_size': 8, 'data.train.num_workers': 0, 'runtime.tensorboard': False,
@@ -78,11 +76,12 @@ def test_testdev_results_file_through_the_cli(testdev, tmp_path):
         f"img_dir={str(root / 'test2015')!r}, img_name_template='COCO_{{subtype}}_{{image_id:012d}}.jpg', "
         "pipeline=[dict(type='Resize', height=64, width=64)]), batch_size=4, num_workers=0))\n")
     out = tmp_path / 'vqav2_test-dev2015_results.json'
-    cmd = [sys.executable, '-m', 'attnkit', 'test', str(config), str(tmp_path / 'work' / 'latest.pth'),
-           '--out', str(out), '--cfg-options', *[f'{k}={v}' for k, v in opts.items() if k.startswith('model.')]]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, 'NO_ALBUMENTATIONS_UPDATE': '1', 'HF_HUB_OFFLINE': '1'})
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    from attnkit import cli
+    argv = ['test', str(config), str(tmp_path / 'work' / 'latest.pth'),
+            '--out', str(out), '--cfg-options', *[f'{k}={v}' for k, v in opts.items() if k.startswith('model.')]]
+    monkeypatch.chdir(ROOT)
+    code = cli.main(argv)
+    assert code == 0, capsys.readouterr().err[-2000:]
     rows = json.loads(out.read_text())
     assert sorted(r['question_id'] for r in rows) == sorted(q['question_id'] for q in questions)
     assert all(set(r) == {'question_id', 'answer'} and r['answer'] in answers for r in rows)
