@@ -41,7 +41,8 @@ MMENGINE_NAMES: dict[str, str | None] = {
 }
 DATA_SPLITS = ('train', 'val', 'test')
 # What the engine reads from data.train / data.val / data.test (engine/trainer.py, engine/evaluate.py, cli.py).
-LOADER_KEYS = ('dataset', 'batch_size', 'num_workers', 'shuffle', 'drop_last', 'group_by', 'sampler')
+LOADER_KEYS = ('dataset', 'batch_size', 'num_workers', 'shuffle', 'drop_last', 'group_by', 'max_per_group',
+               'sampler')
 _CLOSE = 0.75  # difflib ratio from which an unknown top-level name is taken for a misspelt section
 
 

@@ -1,6 +1,7 @@
 """The plain CNN + bag-of-words VQA baseline (configs/demo/cnn_bow_shapes.py): the head and the question bag
 against a hand computation, and the config trained through the Trainer on real demo files."""
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -42,7 +43,8 @@ def test_baseline_config_trains_through_the_trainer(tmp_path, demo_data):
             'data.train.batch_size': 16, 'data.train.num_workers': 1, 'data.val.num_workers': 0,
             'runtime.tensorboard': False, 'runtime.report': False, 'train_cfg.eval_interval': 1,
             'train_cfg.checkpoint_interval': 1, 'model.backbone.base_channels': 8,
-            'model.question_encoder.embed_dim': 16, 'model.head.dim': 32, 'model.head.hidden': 32}
+            'model.question_encoder.embed_dim': 16, 'model.head.dim': 32, 'model.head.hidden': 32,
+            'data.train.group_by': 'image', 'data.train.max_per_group': 2}
     for split in ('train', 'val'):
         opts[f'data.{split}.dataset.img_dir'] = demo_data['img_dir']
         opts[f'data.{split}.dataset.questions_file'] = demo_data[f'vqa_{split}_questions']
@@ -51,6 +53,12 @@ def test_baseline_config_trains_through_the_trainer(tmp_path, demo_data):
     trainer = Trainer(cfg)
     model = trainer.unwrapped_model
     assert not any(isinstance(m, AttentionModule) for m in model.modules())  # a plain model: no attention at all
+    # data.train.max_per_group reaches the Trainer's sampler: at most 2 questions of one image in any batch
+    image_of = trainer.train_dataset.group_keys('image')
+    batches = list(trainer.sampler)
+    seen = [i for b in batches for i in b]
+    assert len(seen) == len(set(seen)) == 16 * len(batches) == 16 * (len(image_of) // 16)  # drop_last: full batches
+    assert max(max(Counter(image_of[i] for i in b).values()) for b in batches) == 2
     metrics = trainer.train()
     # the accuracy another way: the trained model's answers scored against the raw annotation file
     val = trainer._eval_datasets['val']

@@ -24,13 +24,14 @@ from ..config import check_config
 from ..data.randomness import rank_seed
 from ..errors import AttnkitError, CheckpointError, ConfigError, DataError
 from .checkpoint import check_state_dict, get_rng_state, load_checkpoint, save_atomic, save_safetensors, set_rng_state
-from .data import ShardedBatchSampler, build_train_loader
-from .multitask import (best_score, build_task_sampler, check_resume_tasks, is_multitask_config,
-                        is_multitask_dataset, task_loss_names)
+from .data import build_train_loader
 from .ema import ModelEMA
 from .evaluate import build_split_evaluator, evaluate
 from .logging import JsonlLogger, format_metrics, tensorboard_available
+from .multitask import (best_score, build_task_sampler, check_resume_tasks, is_multitask_config,
+                        is_multitask_dataset, task_loss_names)
 from .optim import build_optimizer
+from .question_sampler import build_batch_sampler
 from .schedule import build_scheduler, total_iters
 from .utils import (DEFAULT_OPTIM, DEFAULT_RUNTIME, DEFAULT_SCHEDULE, DEFAULT_TRAIN_CFG, import_custom_modules,
                     resolve_channels_last, section, to_device)
@@ -144,11 +145,14 @@ class Trainer:
                 raise ConfigError('data.train.sampler mixes the tasks of a MultiTaskDataset; this training set is '
                                   f"{type(self.train_dataset).__name__}: remove data.train.sampler.")
             self.batch_size = int(data['train'].get('batch_size', 2))
-            self.sampler = ShardedBatchSampler(len(self.train_dataset), self.batch_size, acc.num_processes,
+            # ShardedBatchSampler, or GroupCapBatchSampler with data.train.max_per_group (at most k questions of
+            # one image per batch, spread over the epoch)
+            self.sampler = build_batch_sampler(len(self.train_dataset), self.batch_size, acc.num_processes,
                                                acc.process_index, seed=self.seed,
                                                shuffle=bool(data['train'].get('shuffle', True)),
                                                drop_last=bool(data['train'].get('drop_last', False)),
-                                               groups=self._batch_groups(data['train']))
+                                               groups=self._batch_groups(data['train']),
+                                               max_per_group=data['train'].get('max_per_group'))
         self.batches_per_epoch = len(self.sampler)
         self.iters_per_epoch = math.ceil(self.batches_per_epoch / self.accum)
         self.max_iters = total_iters(self.schedule, self.iters_per_epoch)
