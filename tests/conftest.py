@@ -26,3 +26,29 @@ def demo_data(tmp_path_factory):
     from attnkit.data.demo import generate_demo_data
     return generate_demo_data(str(tmp_path_factory.mktemp('demo_data') / 'demo'), num_train=12, num_val=6,
                               size=64, seed=0)
+
+
+def _vqa_accuracy_by_hand(model, dataset, annotations_file: str, batch_size: int = 16) -> tuple[float, int]:
+    """(official VQA accuracy, number of questions) of ``model``'s answer to every question of ``dataset``, scored
+    against the raw annotations file: the reference a trained VQA model's evaluator figure is compared with."""
+    import json
+
+    import torch
+
+    from attnkit.evaluation.vqa import vqa_accuracy
+    model.eval()
+    answers = {}
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            batch = dataset.collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            answers.update({p['question_id']: p['answer'] for p in model(batch)})
+    with open(annotations_file) as f:
+        truth = {a['question_id']: [x['answer'] for x in a['answers']] for a in json.load(f)['annotations']}
+    assert len(answers) == len(truth)
+    return sum(vqa_accuracy(answers[q], truth[q]) for q in truth) / len(truth), len(truth)
+
+
+@pytest.fixture
+def vqa_accuracy_by_hand():
+    """:func:`_vqa_accuracy_by_hand` for tests that train a VQA model."""
+    return _vqa_accuracy_by_hand

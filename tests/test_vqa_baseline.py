@@ -1,6 +1,5 @@
 """The plain CNN + bag-of-words VQA baseline (configs/demo/cnn_bow_shapes.py): the head and the question bag
 against a hand computation, and the config trained through the Trainer on real demo files."""
-import json
 from collections import Counter
 
 import pytest
@@ -9,7 +8,6 @@ import torch
 from attnkit.attention.base import AttentionModule
 from attnkit.config import load_config
 from attnkit.engine import Trainer
-from attnkit.evaluation.vqa import vqa_accuracy
 from attnkit.heads.vqa import MulFusionHead
 from attnkit.tasks.vqa.text import BagOfWordsQuestionEncoder
 
@@ -38,7 +36,7 @@ def test_bag_of_words_and_multiplicative_fusion_by_hand():
     torch.testing.assert_close(again['logits'], out['logits'], atol=1e-6, rtol=0)
 
 
-def test_baseline_config_trains_through_the_trainer(tmp_path, demo_data):
+def test_baseline_config_trains_through_the_trainer(tmp_path, demo_data, vqa_accuracy_by_hand):
     opts = {'work_dir': str(tmp_path / 'work'), 'schedule.max_epochs': 1, 'schedule.warmup_iters': 1,
             'data.train.batch_size': 16, 'data.train.num_workers': 1, 'data.val.num_workers': 0,
             'runtime.tensorboard': False, 'runtime.report': False, 'train_cfg.eval_interval': 1,
@@ -61,15 +59,6 @@ def test_baseline_config_trains_through_the_trainer(tmp_path, demo_data):
     assert max(max(Counter(image_of[i] for i in b).values()) for b in batches) == 2
     metrics = trainer.train()
     # the accuracy another way: the trained model's answers scored against the raw annotation file
-    val = trainer._eval_datasets['val']
-    model.eval()
-    answers = {}
-    with torch.no_grad():
-        for start in range(0, len(val), 16):
-            batch = val.collate([val[i] for i in range(start, min(start + 16, len(val)))])
-            answers.update({p['question_id']: p['answer'] for p in model(batch)})
-    with open(demo_data['vqa_val_annotations']) as f:
-        truth = {a['question_id']: [x['answer'] for x in a['answers']] for a in json.load(f)['annotations']}
-    assert len(answers) == len(truth) == metrics['num_questions']
-    expected = sum(vqa_accuracy(answers[q], truth[q]) for q in truth) / len(truth)
+    expected, count = vqa_accuracy_by_hand(model, trainer._eval_datasets['val'], demo_data['vqa_val_annotations'])
+    assert count == metrics['num_questions']
     assert metrics['accuracy'] == pytest.approx(expected, abs=1e-6)

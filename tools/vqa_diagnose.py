@@ -46,7 +46,7 @@ def kind_of(q: str) -> str:
 def load(size: int):
     cache = f'work_dirs/vqa_diag_cache_{size}.pt'
     if os.path.exists(cache):
-        return torch.load(cache, weights_only=False)
+        return torch.load(cache, weights_only=True)  # tensors and plain containers only
     pipe = [dict(type='Resize', height=size, width=size)]
     common = dict(img_dir=ROOT + 'voc/JPEGImages', img_name_template='{image_id:06d}.jpg', pipeline=pipe)
     train = VQAv2Dataset(ROOT + 'vqa/v2_OpenEnded_mscoco_train_questions.json',

@@ -14,31 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
+
+from .timing import time_call
 
 __all__ = ['main']
 
 NAMES = ('linear', 'attnpool', 'class_attention', 'ml_decoder')
-
-
-def _time(fn, device: str, warmup: int, repeats: int) -> tuple[float, float]:
-    import torch
-
-    def sync() -> None:
-        if device.startswith('cuda'):
-            torch.cuda.synchronize()
-
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), min(times)
 
 
 def main(argv: list[str]) -> int:
@@ -86,6 +67,6 @@ def main(argv: list[str]) -> int:
             def step() -> None:
                 with torch.no_grad():
                     head(x)
-        median, best = _time(step, args.device, args.warmup, args.repeats)
+        median, best = time_call(step, args.device, args.warmup, args.repeats)
         print(f'| {name} | {params / 1e6:.2f} M | {median:.2f} | {best:.2f} |')
     return 0

@@ -17,31 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
+
+from .timing import time_call
 
 __all__ = ['main']
 
 TYPES = ('max', 'avg', 'softpool', 'lip', 'guided')
-
-
-def _time(fn, device: str, warmup: int, repeats: int) -> tuple[float, float]:
-    import torch
-
-    def sync() -> None:
-        if device.startswith('cuda'):
-            torch.cuda.synchronize()
-
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), min(times)
 
 
 def _module_rows(args, torch, dtype) -> list[tuple[str, int, float, float]]:
@@ -64,7 +45,7 @@ def _module_rows(args, torch, dtype) -> list[tuple[str, int, float, float]]:
             def fn(step=step):
                 step().float().square().mean().backward()
         params = sum(p.numel() for p in m.parameters())
-        rows.append((name, params, *_time(fn, args.device, args.warmup, args.repeats)))
+        rows.append((name, params, *time_call(fn, args.device, args.warmup, args.repeats)))
     return rows
 
 
@@ -81,7 +62,7 @@ def _resnet_rows(args, torch, dtype) -> list[tuple[str, int, float, float]]:
             with torch.no_grad():
                 model(x)
         params = sum(p.numel() for p in model.parameters())
-        rows.append((name, params, *_time(fn, args.device, args.warmup, args.repeats)))
+        rows.append((name, params, *time_call(fn, args.device, args.warmup, args.repeats)))
     return rows
 
 
