@@ -23,7 +23,7 @@ from .randomness import current_seed  # noqa: E402
 from ..registry import TRANSFORMS, closest_names  # noqa: E402
 from .normalize import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402,F401  (re-exported)
 
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'build_transform', 'Pipeline']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'build_transform', 'Pipeline', 'as_pipeline']
 
 
 def build_transform(cfg: Mapping[str, Any]) -> A.BasicTransform:
@@ -125,3 +125,16 @@ class Pipeline:
         if mask is not None:
             result['mask'] = torch.from_numpy(_contiguous(np.asarray(out['mask'])).astype(np.int64))
         return result
+
+
+def as_pipeline(pipeline: Any) -> Pipeline:
+    """A :class:`Pipeline` from a list of transform configs, ``dict(transforms=[...], **options)``, a Pipeline
+    (returned as is) or None (no transform): the one way datasets turn their ``pipeline=`` argument into one."""
+    if isinstance(pipeline, Pipeline):
+        return pipeline
+    if pipeline is None:
+        return Pipeline([])
+    if isinstance(pipeline, Mapping):
+        args = dict(pipeline)
+        return Pipeline(list(args.pop('transforms', ())), **args)
+    return Pipeline([dict(t) if isinstance(t, Mapping) else t for t in pipeline])

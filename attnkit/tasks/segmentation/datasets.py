@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from ...data import Pipeline, collate, read_image, read_label_png
+from ...data import as_pipeline, collate, read_image, read_label_png
 from ...data.checks import check_files_exist, resolve_inside
 from ...data.palette import voc_palette
 from ...errors import ConfigError, DataError
@@ -54,7 +54,7 @@ class BaseSegDataset(Dataset):
                               f"{len(classes)} classes.")
         self.metainfo: dict[str, Any] = {'classes': [str(c) for c in classes], 'palette': pal[:len(classes)],
                                          'ignore_index': self.ignore_index}
-        self.pipeline = _as_pipeline(pipeline)
+        self.pipeline = as_pipeline(pipeline)
 
     @property
     def num_classes(self) -> int:
@@ -110,17 +110,6 @@ class BaseSegDataset(Dataset):
         meta = {'id': sample_id, 'index': index, 'file': img_file, 'seg_file': seg_file, 'ori_size': (h0, w0),
                 'img_size': (h, w), 'scale_factor': (w / w0, h / h0)}
         return {'image': out['image'], 'mask': out['mask'], 'meta': meta}
-
-
-def _as_pipeline(pipeline: Any) -> Pipeline:
-    if isinstance(pipeline, Pipeline):
-        return pipeline
-    if pipeline is None:
-        return Pipeline([])
-    if isinstance(pipeline, Mapping):
-        args = dict(pipeline)
-        return Pipeline(args.pop('transforms', ()), **args)
-    return Pipeline(list(pipeline))
 
 
 def _classes_from(metainfo: Mapping[str, Any] | None, default: Sequence[str] | None) -> tuple[list, Any]:

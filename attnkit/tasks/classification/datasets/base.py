@@ -12,31 +12,19 @@ objects: neither a positive nor a negative for its AP). ``collate`` stacks them 
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ....data import Pipeline, collate, read_image
+from ....data import as_pipeline, collate, read_image
 from ....data.randomness import sample_random
 from ....errors import ConfigError
 
-__all__ = ['ClassificationDataset', 'as_pipeline', 'IMG_EXTENSIONS']
+__all__ = ['ClassificationDataset', 'IMG_EXTENSIONS']
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
-
-
-def as_pipeline(pipeline: Any) -> Pipeline:
-    """A :class:`Pipeline` from a list of transform configs, ``dict(transforms=[...])``, a Pipeline or None."""
-    if isinstance(pipeline, Pipeline):
-        return pipeline
-    if pipeline is None:
-        return Pipeline([])
-    if isinstance(pipeline, Mapping):
-        args = dict(pipeline)
-        return Pipeline(list(args.pop('transforms', ())), **args)
-    return Pipeline([dict(t) if isinstance(t, Mapping) else t for t in pipeline])
 
 
 class ClassificationDataset(Dataset):
