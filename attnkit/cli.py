@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    from mmengine.config import DictAction
+    from .config_values import OptionsAction as DictAction
     parser = _Parser(prog='attnkit', description='Attention-augmented CNNs for classification, detection, '
                      'segmentation and VQA: train, test, infer.')
     sub = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')

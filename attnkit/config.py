@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from mmengine.config import Config
 
+from .config_values import parse_option_value
 from .errors import ConfigError
 from .registry import closest_names
 
@@ -63,6 +64,7 @@ def load_config(path: str | os.PathLike, cfg_options: Mapping[str, Any] | None =
     except Exception as exc:  # syntax errors, missing _base_ files
         raise ConfigError(f"Could not read config {path!r}: {exc}") from exc
     if cfg_options:
+        cfg_options = {k: parse_option_value(k, v) for k, v in cfg_options.items()}
         for key in cfg_options:
             _check_option_target(cfg, key, path)
             _check_dotted_key(cfg, key, path)

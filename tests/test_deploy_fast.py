@@ -16,6 +16,7 @@ from attnkit.attention import insert
 from attnkit.attention.base import AttentionModule
 from attnkit.attention.insert import attachments
 from attnkit.deploy import cpu_bf16_units, fold_batch_norms, prepare_fast
+from attnkit.deploy.attention_fast import InferenceGate
 from attnkit.errors import ConfigError
 
 CLASSES = ['circle', 'square', 'triangle', 'star']
@@ -47,7 +48,8 @@ def _set_gammas(model: nn.Module, names_values: dict[str, float]) -> None:
 
 
 def _attention_names(model: nn.Module) -> set[str]:
-    return {n for n, m in model.named_modules() if isinstance(m, AttentionModule)}
+    """Attention modules, eager or in their inference form (prepare_fast swaps se/eca/cbam/gc/coord)."""
+    return {n for n, m in model.named_modules() if isinstance(m, (AttentionModule, InferenceGate))}
 
 
 def _norms(model: nn.Module) -> list[str]:
@@ -130,6 +132,7 @@ def test_detector_identity_attention_folded_trained_attention_kept():
     fast, report = prepare_fast(copy.deepcopy(model), bf16=False)
     assert sorted(report.fold.kept_attention) == sorted(trained)
     assert len(report.fold.folded_attention) == 6 - 2 and _attention_names(fast) == set(trained)
+    assert report.attention_forms == {name: 'cbam' for name in trained}
     assert not _norms(fast) and not report.fold.kept_norms  # stem, blocks and downsample all folded
     assert report.channels_last and not report.bf16 and report.bf16_reason
     got = fast(batch)
@@ -353,7 +356,9 @@ def test_infer_command_fast_writes_the_same_masks(seg_files, demo_data):
 def test_bench_deploy_smoke_writes_the_table(tmp_path, capsys):
     from attnkit.benchmarks import deploy
     out = tmp_path / 'deploy.md'
-    assert deploy.main(['--smoke', '--only', 'fcn_512', '--only', 'attention', '--out', str(out)]) == 0
+    out_json = tmp_path / 'deploy.json'
+    assert deploy.main(['--smoke', '--only', 'fcn_512', '--only', 'attention', '--out', str(out),
+                        '--json', str(out_json)]) == 0
     text = out.read_text()
     assert text == capsys.readouterr().out.split('[bench deploy] attention ...\n', 1)[1]
     rows = [line for line in text.splitlines() if line.startswith('| FCN')]
@@ -364,6 +369,35 @@ def test_bench_deploy_smoke_writes_the_table(tmp_path, capsys):
     assert 'Machine:' in text and 'threads' in text and 'Load before' in text
     for kind in ('plain', 'cbam', 'se', 'gc'):
         assert f'| {kind} | fast |' in text
+    for kind in ('cbam', 'se', 'gc'):  # the default (inference forms) and the modules as trained
+        assert f'| {kind} | fast, eager attention |' in text
+        assert f'{kind}: fast path on cpu:' in text and f'attention modules in inference form ({kind} 6)' in text
+
+    # machine efficiency: FLOPs counted by torch's counter equal a count by hand (conv hooks), rates follow
+    report = json.loads(out_json.read_text())
+    peak = report['peak']
+    assert peak['n'] in (1024, 2048, 4096) and peak['gflops'] > 0 and peak['seconds'] < 5
+    assert f"Measured fp32 peak: {peak['gflops']:.1f} GFLOP/s (torch.mm {peak['n']}×{peak['n']} fp32" in text
+    (case,) = report['cases']
+    model, batch = deploy._attnkit_model_and_batch(deploy.cases(tiny=True)['fcn_512'])
+    by_hand = []
+
+    def conv_flops(m, args, out):
+        by_hand.append(2 * out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1])
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(conv_flops)
+    with torch.no_grad():
+        model(batch)
+    assert case['flops']['attnkit'] == sum(by_hand) > 0
+    for variant, row in case['rows'].items():
+        assert row['gflops_per_s'] == pytest.approx(row['flops'] / row['median_s'] / 1e9)
+        assert row['pct_of_peak'] == pytest.approx(100 * row['gflops_per_s'] / peak['gflops'])
+        line = next(r for r in rows if f'| {variant} |' in r)
+        assert line.endswith(f"| {row['flops'] / 1e9:.3g} | {row['gflops_per_s']:.1f} | {row['pct_of_peak']:.0f} |")
+    assert case['rows']['attnkit fast']['flops'] == case['flops']['attnkit']
+    assert set(report['attention']['rows']) == {'plain fast', 'cbam fast', 'cbam fast, eager attention', 'se fast',
+                                                'se fast, eager attention', 'gc fast', 'gc fast, eager attention'}
     assert deploy._compare('detection', [{'boxes': torch.ones(2, 4), 'labels': torch.tensor([1, 2])}],
                            [{'boxes': torch.ones(2, 4) + 1e-3, 'labels': torch.tensor([1, 2])}]) == \
         '2 boxes, labels equal, max |box diff| 1.0e-03 px'

@@ -38,3 +38,32 @@ def test_base_inheritance_and_overrides(tmp_path):
         load_config(tmp_path / 'child.py', {'model.bakbone.depth': 18})
     with pytest.raises(ConfigError, match='does not exist'):
         load_config(tmp_path / 'missing.py')
+
+
+def test_cfg_options_accept_python_dicts_from_the_command_line(tmp_path):
+    """`--cfg-options "model.backbone.attention=dict(type='se', reduction=4)"` as a shell passes it: mmengine's
+    DictAction leaves dict(...) a string; attnkit parses it (ast, no eval) into a dict merged into the config."""
+    from attnkit.builder import build_model
+    from attnkit.cli import build_parser
+    (tmp_path / 'cfg.py').write_text(textwrap.dedent("""
+        model = dict(type='Detector', backbone=dict(type='ResNet', depth=18, base_channels=8, out_indices=(1, 2, 3)),
+                     neck=dict(type='FPN', out_channels=16, num_outs=3),
+                     head=dict(type='FCOSHead', feat_channels=16, stacked_convs=1, strides=(8, 16, 32),
+                               regress_ranges=((-1, 16), (16, 32), (32, 1e8))))
+    """))
+    args = build_parser().parse_args([
+        'train', str(tmp_path / 'cfg.py'), '--cfg-options',
+        "model.backbone.attention=dict(type='se', reduction=4, stages=(False, True, True, True))",
+        "model.neck={'num_outs': 3, 'out_channels': 16}", 'model.head.strides=[8,16,32]'])
+    cfg = load_config(tmp_path / 'cfg.py', args.cfg_options)
+    assert cfg.model.backbone.attention.to_dict() == {'type': 'se', 'reduction': 4,
+                                                      'stages': (False, True, True, True)}
+    assert cfg.model.backbone.depth == 18 and cfg.model.neck.type == 'FPN'  # merged, not replaced
+    model = build_model(cfg.model, metainfo={'classes': ['a', 'b']})
+    from attnkit.attention.se import SEModule
+    se = [m for m in model.backbone.modules() if isinstance(m, SEModule)]
+    assert len(se) == 6 and [m.fc1.out_features for m in se[-2:]] == [16, 16]  # layer4: 64 // reduction 4
+    with pytest.raises(ConfigError, match=r"--cfg-options model.head=dict\(type='x',: not valid Python"):
+        load_config(tmp_path / 'cfg.py', {'model.head': "dict(type='x',"})
+    with pytest.raises(ConfigError, match='not a literal'):
+        load_config(tmp_path / 'cfg.py', {'model.head': 'dict(type=os.system)'})

@@ -9,8 +9,14 @@ run, so several suspects can be compared in a few minutes each on one thread:
 Every ``--eval-every`` steps it prints (and appends to work_dirs/vqa_diag/<name>.jsonl): VQA accuracy on demo val
 overall and per question kind, linear-probe accuracy of the grid features for the shape and the colour of the
 object at each cell (attnkit.tasks.vqa.probe; fitted on 150 training images, scored on the 200 val images),
-and the gradient norms per backbone stage (attnkit.tasks.vqa.grad_norms, mean over the interval).
-No augmentation. ``--qonly`` trains the question-only baseline (same head, no image).
+and the gradient norms per backbone stage (attnkit.tasks.vqa.grad_norms, mean over the interval); with
+``--answer-bag``, also the bag loss and the val ROC AUC of the bag head's image logits for the shape and the
+colour answers (``bag_auc_shape`` / ``bag_auc_color``: does the auxiliary task itself detect shapes?).
+No augmentation. ``--qonly`` trains the question-only baseline (same head, no image). ``--answer-bag W`` switches
+on the library's answer-bag auxiliary loss (attnkit.tasks.vqa.answer_bag; VQAModel aux_loss) with weight W:
+
+    OMP_NUM_THREADS=1 .venv/bin/python tools/vqa_diagnose.py --name M_bag --batch 64 --per-image 0 --steps 800 \
+        --eval-every 200 --max-minutes 14 --answer-bag 1
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from attnkit.builder import build_head, build_model  # noqa: E402
 from attnkit.engine.question_sampler import GroupCapBatchSampler  # noqa: E402
 from attnkit.evaluation.vqa import vqa_accuracy  # noqa: E402
+from attnkit.tasks.vqa.answers import majority_answer  # noqa: E402
 from attnkit.tasks.vqa.dataset import VQAv2Dataset  # noqa: E402
 from attnkit.tasks.vqa.grad_norms import stage_grad_norms  # noqa: E402
 from attnkit.tasks.vqa.probe import cell_labels, model_grid, probe_grid  # noqa: E402
@@ -43,15 +50,63 @@ def kind_of(q: str) -> str:
     return next(k for k, p in KINDS if re.search(p, q))
 
 
+def _common(size: int) -> dict:
+    return dict(img_dir=ROOT + 'voc/JPEGImages', img_name_template='{image_id:06d}.jpg',
+                pipeline=[dict(type='Resize', height=size, width=size)])
+
+
+def _train_dataset(size: int) -> VQAv2Dataset:
+    return VQAv2Dataset(ROOT + 'vqa/v2_OpenEnded_mscoco_train_questions.json',
+                        ROOT + 'vqa/v2_mscoco_train_annotations.json', answer_min_count=1, max_question_len=14,
+                        tokenizer=dict(type='word', min_count=1), **_common(size))
+
+
+def add_answer_bags(data: dict, size: int) -> None:
+    """Put the answer types into ``data['metainfo']`` and every image's answer bag into ``data[split]['bags']``
+    (n_images, A) bool, rows in ``image_ids`` order (read from the annotations: the image cache may predate them;
+    the JSON is re-read, no image is decoded)."""
+    train = _train_dataset(size)
+    if train.metainfo['answers'] != data['metainfo']['answers']:
+        raise SystemExit(f'work_dirs/vqa_diag_cache_{size}.pt holds another answer vocabulary than data/demo: '
+                         'delete it (it is rebuilt).')
+    val = VQAv2Dataset(ROOT + 'vqa/v2_OpenEnded_mscoco_val_questions.json', ROOT + 'vqa/v2_mscoco_val_annotations.json',
+                       metainfo=train.metainfo, **_common(size))
+    data['metainfo'] = dict(data['metainfo'], answer_types=train.metainfo['answer_types'])
+    for name, ds in (('train', train), ('val', val)):
+        ids = data[name]['image_ids']
+        bags = torch.zeros(len(ids), len(train.metainfo['answers']), dtype=torch.bool)
+        for row, image_id in enumerate(ids):
+            bags[row, list(ds.answer_bags.get(image_id, ()))] = True
+        data[name]['bags'] = bags
+
+
+@torch.no_grad()
+def bag_auc(model, split: dict, answers: list[str]) -> dict:
+    """ROC AUC of the answer-bag head's pooled image logits against the val images' bags, averaged over the
+    answers of the shape questions and of the colour questions: can the auxiliary task itself tell shapes apart?"""
+    z = model.answer_bag.image_logits(model_grid(model, split['images']))  # (n_images, K)
+    y = split['bags'][:, model.answer_bag.answer_ids]
+    of_kind = {}
+    for gts, kind in zip(split['answers'], split['kinds']):
+        of_kind.setdefault(kind, set()).add(majority_answer(gts))
+    out = {}
+    for kind in ('shape', 'color'):
+        aucs = []
+        for k, a in enumerate(model.answer_bag.answer_ids.tolist()):
+            pos, neg = z[y[:, k], k], z[~y[:, k], k]
+            if answers[a] in of_kind.get(kind, ()) and len(pos) and len(neg):
+                diff = pos[:, None] - neg[None, :]
+                aucs.append(float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean()))
+        out[f'bag_auc_{kind}'] = round(sum(aucs) / len(aucs), 4) if aucs else None
+    return out
+
+
 def load(size: int):
     cache = f'work_dirs/vqa_diag_cache_{size}.pt'
     if os.path.exists(cache):
         return torch.load(cache, weights_only=True)  # tensors and plain containers only
-    pipe = [dict(type='Resize', height=size, width=size)]
-    common = dict(img_dir=ROOT + 'voc/JPEGImages', img_name_template='{image_id:06d}.jpg', pipeline=pipe)
-    train = VQAv2Dataset(ROOT + 'vqa/v2_OpenEnded_mscoco_train_questions.json',
-                         ROOT + 'vqa/v2_mscoco_train_annotations.json', answer_min_count=1, max_question_len=14,
-                         tokenizer=dict(type='word', min_count=1), **common)
+    common = _common(size)
+    train = _train_dataset(size)
     val = VQAv2Dataset(ROOT + 'vqa/v2_OpenEnded_mscoco_val_questions.json', ROOT + 'vqa/v2_mscoco_val_annotations.json',
                        metainfo=train.metainfo, **common)
     out = {'metainfo': train.metainfo}
@@ -80,8 +135,11 @@ def batch_of(split: dict, idx: list[int]) -> dict:
     uniq, index = torch.unique(img_rows, return_inverse=True)
     mask = split['attention_mask'][idx_t]
     length = int(mask.sum(1).max())
-    return {'images': split['images'][uniq], 'image_index': index, 'input_ids': split['input_ids'][idx_t, :length],
-            'attention_mask': mask[:, :length], 'answer_scores': split['targets'][idx_t]}
+    out = {'images': split['images'][uniq], 'image_index': index, 'input_ids': split['input_ids'][idx_t, :length],
+           'attention_mask': mask[:, :length], 'answer_scores': split['targets'][idx_t]}
+    if 'bags' in split:  # complete answer bags of the batch's images (--answer-bag)
+        out['answer_bag'] = split['bags'][uniq]
+    return out
 
 
 def batches(split: dict, batch: int, per_image: int, epoch: int, seed: int, kinds_balanced: bool) -> list[list[int]]:
@@ -156,12 +214,20 @@ def main() -> None:
                     'attention-free head (mul_fusion: mean-pooled grid x mean question) on the same grid')
     ap.add_argument('--oracle-aux', type=float, default=0.0, help='DIAGNOSTIC ONLY (uses the COCO masks): weight '
                     'of a per-cell cross-entropy on the shape of the object at each grid cell, through a linear map')
+    ap.add_argument('--answer-bag', type=float, default=0.0, help="weight of the library's answer-bag auxiliary "
+                    "loss (VQAModel aux_loss=dict(type='answer_bag'); attnkit.tasks.vqa.answer_bag): per-cell answer "
+                    "logits from a 1x1 conv on the grid, pooled, BCE vs the answers of all the image's questions")
+    ap.add_argument('--bag-pool', default='lse', help="answer-bag cell pooling: 'lse', 'max' or 'mean'")
+    ap.add_argument('--bag-r', type=float, default=5.0, help="answer-bag log-sum-exp temperature (pool 'lse')")
+    ap.add_argument('--bag-types', default='other', help='answer types the answer bag scores (comma-separated)')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--max-minutes', type=float, default=6.0)
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     data = load(args.img_size)
+    if args.answer_bag > 0:
+        add_answer_bags(data, args.img_size)
     meta = data['metainfo']
     out_idx = tuple(int(i) for i in args.out_indices.split(','))
     cfg = dict(type='VQAModel', use_image=not args.qonly,
@@ -172,6 +238,9 @@ def main() -> None:
                head=dict(type='mcan', dim=128, heads=4, ffn=256, depth=2, flat_hidden=128, glimpses=args.glimpses,
                          out_dim=256, dropout=0.0, pos_embed=True, count_glimpses=args.count_glimpses),
                loss_reduction=args.loss_reduction, topk=1)
+    if args.answer_bag > 0:
+        cfg['aux_loss'] = dict(type='answer_bag', weight=args.answer_bag, pool=args.bag_pool, r=args.bag_r,
+                               answer_types=tuple(args.bag_types.split(',')))
     if args.qonly:
         cfg.pop('backbone')
     model = build_model(cfg, metainfo=meta)
@@ -217,7 +286,7 @@ def main() -> None:
     log = open(f'work_dirs/vqa_diag/{args.name}.jsonl', 'w')
     log.write(json.dumps({'args': vars(args)}) + '\n')
     step, epoch, t0 = 0, 0, time.time()
-    gn_sum, gn_n, loss_sum = {}, 0, 0.0
+    gn_sum, gn_n, loss_sum, bag_sum = {}, 0, 0.0, 0.0
     done = False
     while not done:
         for idx in batches(data['train'], args.batch, args.per_image, epoch, args.seed, args.kinds_balanced):
@@ -239,9 +308,13 @@ def main() -> None:
                     rows = torch.unique(data['train']['q_image'][torch.tensor(idx)])
                     loss = loss + args.oracle_aux * torch.nn.functional.cross_entropy(oracle(grid), oracle_labels[rows])
                 out = {'loss': loss}
+                if model.answer_bag is not None:
+                    out['loss_bag'] = model.answer_bag(grid, b['answer_bag'])
+                    out['loss'] = loss + model.aux_weight * out['loss_bag']
             opt.zero_grad(set_to_none=True)
             out['loss'].backward()
             loss_sum += float(out['loss'].detach())
+            bag_sum += float(out['loss_bag'].detach()) if 'loss_bag' in out else 0.0
             if step % 5 == 0:
                 for k, v in stage_grad_norms(model).items():
                     gn_sum[k] = gn_sum.get(k, 0.0) + v
@@ -254,7 +327,11 @@ def main() -> None:
                 rec = {'step': step, 'epoch': round(step * args.batch / len(data['train']['q_image']), 2),
                        'wall_s': round(time.time() - t0, 1), 'loss': round(loss_sum / max(1, args.eval_every), 4),
                        'uptime': os.getloadavg()[0]}
+                if model.answer_bag is not None:
+                    rec['loss_bag'] = round(bag_sum / max(1, args.eval_every), 4)
                 rec.update(evaluate(model, data['val'], meta['answers']))
+                if model.answer_bag is not None:
+                    rec.update(bag_auc(model, data['val'], meta['answers']))
                 if probe_labels is not None:
                     feats = model_grid(model, probe_images)
                     frac = probe_labels['n_fit'] / len(probe_images)
@@ -264,7 +341,7 @@ def main() -> None:
                         rec[f'probe_{k}'] = round(r['accuracy'], 4)
                         rec[f'probe_{k}_chance'] = round(r['majority'], 4)
                 rec['grad'] = {k: float(f'{v / max(1, gn_n):.3g}') for k, v in gn_sum.items()}
-                gn_sum, gn_n, loss_sum = {}, 0, 0.0
+                gn_sum, gn_n, loss_sum, bag_sum = {}, 0, 0.0, 0.0
                 print(json.dumps(rec), flush=True)
                 log.write(json.dumps(rec) + '\n')
                 log.flush()

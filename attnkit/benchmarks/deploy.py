@@ -12,17 +12,23 @@ For each model (random weights, batch 1, fp32 unless the fast path turns bf16 on
 * ``ONNX Runtime``: when :mod:`attnkit.deploy.export` (``export_onnx``) and ``onnxruntime`` are installed.
 
 Runs are interleaved (one call of every variant per round) so that machine load hits all alike; the table
-gives the median wall time per call and its ratio to torchvision's. The attention table times ResNet-50
-backbones with CBAM / SE / GC (every block of layers 2-4, gamma set to 0.1 as after training, so nothing is
-folded away) against the plain one, on the fast path.
+gives the median wall time per call and its ratio to torchvision's, and the machine efficiency of every row:
+the FLOPs of one call (torch's FLOP counter on the eager model: convolutions and matmuls), the achieved GFLOP/s
+and their share of the machine's fp32 peak measured by a large ``torch.mm`` at the same threads
+(:mod:`attnkit.benchmarks.efficiency`). The attention table times ResNet-50 backbones with CBAM / SE / GC (every
+block of layers 2-4, gamma set to 0.1 as after training, so nothing is folded away) against the plain one, on the
+fast path, with attention in its inference form (the default) and as trained (``eager attention``); with compile
+also each inference form compiled alone and the whole backbone compiled.
 
-``attnkit bench deploy --iters 5 --out docs/bench/deploy.md``; ``--only fcos_512`` runs one model,
-``--smoke`` tiny models at 64² (a test of the benchmark itself).
+``attnkit bench deploy --iters 5 --out docs/bench/deploy.md --json deploy.json``; ``--only fcos_512`` runs one
+model, ``--attention-size 256`` a smaller attention table, ``--smoke`` tiny models at 64² (a test of the
+benchmark itself).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import platform
 import statistics
@@ -39,8 +45,10 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import closest_names
+from .efficiency import count_flops, efficiency, sgemm_peak
 
-__all__ = ['main', 'CASES', 'run_case', 'attention_overhead', 'machine_facts']
+__all__ = ['main', 'CASES', 'run_case', 'attention_overhead', 'machine_facts', 'markdown', 'json_report',
+           'ATTENTION_VARIANTS']
 
 NUM_CLASSES_DET = 91  # torchvision's COCO head
 NUM_CLASSES_SEG = 21  # torchvision's fcn_resnet50 default (VOC)
@@ -141,7 +149,7 @@ def _trained_gammas(model: nn.Module, value: float = 0.1) -> int:
     from ..attention.base import AttentionModule
     n = 0
     for m in model.modules():
-        if isinstance(m, AttentionModule) and m.gamma is not None and float(m.gamma) == 0.0:
+        if isinstance(m, AttentionModule) and m.gamma is not None and float(m.gamma.detach()) == 0.0:
             with torch.no_grad():
                 m.gamma.fill_(value)
             n += 1
@@ -258,11 +266,18 @@ def _interleaved(runners: dict[str, Callable[[], Any]], iters: int, warmup: int)
     return times
 
 
-def run_case(case: Case, *, iters: int, warmup: int, compile: bool, onnx: bool, tiny: bool) -> dict[str, Any]:
-    """Time every variant of ``case``; returns ``{'rows': {variant: {...}}, 'notes': [...]}``."""
+def run_case(case: Case, *, iters: int, warmup: int, compile: bool, onnx: bool, tiny: bool,
+             peak_gflops: float | None = None) -> dict[str, Any]:
+    """Time every variant of ``case``; returns ``{'rows': {variant: {...}}, 'notes': [...], 'flops': {...}}``.
+
+    Every row has ``flops`` (counted on the eager model it runs: torchvision's for the reference row, attnkit
+    eager's for the attnkit rows, which do the same convolutions), ``gflops_per_s`` and ``pct_of_peak``
+    (of ``peak_gflops``, see :mod:`attnkit.benchmarks.efficiency`).
+    """
     from ..deploy import prepare_fast
     ref_model, ref_call = _reference(case, tiny)
     model, batch = _attnkit_model_and_batch(case)
+    flops = {'reference': _flops_or_none(ref_call), 'attnkit': _flops_or_none(lambda: model(batch))}
     fast, report = prepare_fast(copy.deepcopy(model))
     runners: dict[str, Callable[[], Any]] = {f'torchvision {case.reference} eager': ref_call,
                                              'attnkit eager': lambda: model(batch), 'attnkit fast': lambda: fast(batch)}
@@ -286,41 +301,111 @@ def run_case(case: Case, *, iters: int, warmup: int, compile: bool, onnx: bool, 
         if compiled is not None:
             checks['attnkit fast + compile'] = _compare(case.task, eager_out, compiled(batch))
     times = _interleaved(runners, iters, warmup)
-    ref = statistics.median(times[f'torchvision {case.reference} eager'])
+    ref_name = f'torchvision {case.reference} eager'
+    ref = statistics.median(times[ref_name])
     rows = {}
     for name, values in times.items():
         med = statistics.median(values)
-        rows[name] = {'median_s': med, 'ratio': med / ref, 'all_s': values, 'check': checks.get(name, '')}
-    return {'case': case, 'rows': rows, 'notes': notes}
+        count = flops['reference' if name == ref_name else 'attnkit']
+        rows[name] = {'median_s': med, 'ratio': med / ref, 'all_s': values, 'check': checks.get(name, ''),
+                      'flops': count, **efficiency(count, med, peak_gflops)}
+    return {'case': case, 'rows': rows, 'notes': notes, 'flops': flops}
 
 
-def attention_overhead(*, iters: int, warmup: int, compile: bool, tiny: bool,
+def _flops_or_none(call: Callable[[], Any]) -> int | None:
+    """FLOPs of one call (torch's FLOP counter), None when counting fails (the columns stay empty)."""
+    try:
+        return count_flops(call)[0]
+    except Exception:  # noqa: BLE001 - an uncountable model only loses the efficiency columns
+        return None
+
+
+# attention-table variants: label -> prepare_fast keyword arguments ('fast' is prepare_fast's default)
+ATTENTION_VARIANTS: dict[str, dict[str, Any]] = {
+    'fast': {},
+    'fast, eager attention': {'attention': 'eager'},
+    'fast, compiled attention': {'attention': 'compile'},
+    'fast + compile': {'compile': True},
+}
+
+
+def attention_overhead(*, iters: int, warmup: int, compile: bool, tiny: bool, size: int | None = None,
                        kinds: tuple[str, ...] = ('cbam', 'se', 'gc')) -> dict[str, Any]:
-    """Median seconds of ResNet backbones with attention vs the plain one, on the fast path (and compiled)."""
+    """Median seconds of ResNet backbones with attention vs the plain one, on the fast path.
+
+    Variants (:data:`ATTENTION_VARIANTS`): ``fast`` (the default: attention in its inference form), ``fast, eager
+    attention`` (the modules as trained, for comparison), and with ``compile`` ``fast, compiled attention``
+    (each inference form compiled alone) and ``fast + compile`` (the whole backbone compiled). The plain backbone
+    has no attention, so it runs ``fast`` (and ``fast + compile``) only; each row's overhead is against the plain
+    row of the same compile state. The first call (compilation) happens in the warm-up.
+
+    Whole-call differences of a few % drown in the noise of a loaded machine, so uncompiled rows also give the
+    time spent inside the attention modules (forward pre/post hooks, summed per call, median over calls) and its
+    share of the plain backbone's median: the overhead measured directly.
+
+    Returns:
+        ``{'size': px, 'rows': {'<kind> <variant>': {'median_s', 'overhead', 'all_s', 'attention_s',
+        'attention_share'}}, 'notes': [...]}`` (``attention_s``/``attention_share`` None where not measured).
+    """
     from ..builder import build_backbone
     from ..deploy import prepare_fast
-    size = 64 if tiny else 512
+    size = size or (64 if tiny else 512)
     base = dict(type='ResNet', depth=18, base_channels=8) if tiny else dict(type='ResNet', depth=50)
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    variants = [v for v in ATTENTION_VARIANTS if compile or 'compile' not in v]
     runners: dict[str, Callable[[], Any]] = {}
+    inside: dict[str, list[float]] = {}  # per call: seconds inside the attention modules
+    notes: list[str] = []
     for kind in ('plain',) + tuple(kinds):
         torch.manual_seed(0)
-        cfg = dict(base) if kind == 'plain' else dict(base, attention=dict(type=kind))
+        # identity_init (as when training from a pretrained backbone) gives every module its gamma, set to 0.1
+        cfg = dict(base) if kind == 'plain' else dict(base, attention=dict(type=kind), identity_init=True)
         model = build_backbone(cfg).eval()
         _trained_gammas(model)
-        fast, _ = prepare_fast(copy.deepcopy(model))
-        runners[f'{kind} fast'] = (lambda m: lambda: m(x))(fast)
-        if compile:
-            comp, _ = prepare_fast(copy.deepcopy(model), compile=True)
-            comp(x)
-            runners[f'{kind} fast + compile'] = (lambda m: lambda: m(x))(comp)
+        for variant in variants:
+            if kind == 'plain' and variant not in ('fast', 'fast + compile'):
+                continue
+            fast, report = prepare_fast(copy.deepcopy(model), **ATTENTION_VARIANTS[variant])
+            if variant == 'fast':
+                notes.append(f'{kind}: {report.summary()}')
+            if 'compile' in variant:
+                start = time.perf_counter()
+                fast(x)
+                notes.append(f'{kind} {variant}: compile (first call) {time.perf_counter() - start:.0f} s')
+            name = f'{kind} {variant}'
+            if kind != 'plain' and 'compile' not in variant:
+                inside[name] = []
+                fast = _time_attention(fast, inside[name])
+            runners[name] = (lambda m, acc: (lambda: (acc.append(0.0) if acc is not None else None, m(x))))(
+                fast, inside.get(name))
     times = _interleaved(runners, iters, warmup)
     med = {name: statistics.median(v) for name, v in times.items()}
     rows = {}
     for name, value in med.items():
-        kind, _, mode = name.partition(' ')
-        rows[name] = {'median_s': value, 'overhead': value / med[f'plain {mode}'] - 1}
-    return {'size': size, 'rows': rows}
+        mode = name.partition(' ')[2]
+        plain = med['plain fast + compile' if mode == 'fast + compile' else 'plain fast']
+        att = statistics.median(inside[name][-iters:]) if name in inside else None
+        rows[name] = {'median_s': value, 'overhead': value / plain - 1, 'all_s': times[name], 'attention_s': att,
+                      'attention_share': None if att is None else att / plain}
+    return {'size': size, 'rows': rows, 'notes': notes}
+
+
+def _time_attention(model: nn.Module, calls: list[float]) -> nn.Module:
+    """Hooks on every attention module (eager or inference form) adding its forward time to ``calls[-1]``."""
+    from ..attention.base import AttentionModule
+    from ..deploy.attention_fast import InferenceGate
+    starts: list[float] = []
+
+    def pre(module: nn.Module, args: Any) -> None:
+        starts.append(time.perf_counter())
+
+    def post(module: nn.Module, args: Any, out: Any) -> None:
+        calls[-1] += time.perf_counter() - starts.pop()
+    for module in model.modules():
+        if isinstance(module, (AttentionModule, InferenceGate)):
+            module.register_forward_pre_hook(pre)
+            module.register_forward_hook(post)
+    return model
 
 
 # ------------------------------------------------------------------ report
@@ -350,37 +435,67 @@ def _ms(seconds: float) -> str:
     return f'{seconds * 1000:.0f}' if seconds >= 0.1 else f'{seconds * 1000:.1f}'
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return '' if value is None else format(value, fmt)
+
+
 def markdown(results: list[dict[str, Any]], attention: dict[str, Any] | None, facts: dict[str, str],
-             facts_after: dict[str, str], command: str, iters: int) -> str:
-    """The report as markdown: machine, one table per model group, notes."""
+             facts_after: dict[str, str], command: str, iters: int, peak: dict[str, Any] | None = None) -> str:
+    """The report as markdown: machine (and its measured fp32 peak), one table per model group, notes."""
     lines = [f'Command: `{command}`', '',
              f"Machine: {facts['cpu']}; {facts['bf16']}; torch {facts['torch']}, {facts['threads']} threads; "
-             f"GPU: {facts['gpu']}.", f"Load before: `{facts['load']}`; after: `{facts_after['load']}`.", '',
-             f'Median of {iters} interleaved calls, batch 1, milliseconds per call (ratio to torchvision eager '
-             'fp32 in the same run).', '',
-             '| model | input | variant | ms | × torchvision | predictions vs attnkit eager |',
-             '|---|---|---|---:|---:|---|']
+             f"GPU: {facts['gpu']}.", f"Load before: `{facts['load']}`; after: `{facts_after['load']}`."]
+    if peak is not None:
+        lines.append(f"Measured fp32 peak: {peak['gflops']:.1f} GFLOP/s (torch.mm {peak['n']}×{peak['n']} fp32, "
+                     f"{peak['threads']} threads, best of {peak['calls']} calls).")
+    if results:
+        lines += ['', f'Median of {iters} interleaved calls, batch 1, milliseconds per call (ratio to torchvision '
+                  'eager fp32 in the same run). GFLOP: convolution and matmul FLOPs of one call (2 per multiply-add, '
+                  "torch's FLOP counter on the eager model; elementwise ops, norms, pooling, NMS not counted); "
+                  'GFLOP/s: GFLOP over the median time; % of peak: of the measured fp32 peak.', '',
+                  '| model | input | variant | ms | × torchvision | predictions vs attnkit eager | GFLOP | GFLOP/s | '
+                  '% of peak |', '|---|---|---|---:|---:|---|---:|---:|---:|']
     for res in results:
         case = res['case']
         for name, row in res['rows'].items():
+            gflop = None if row.get('flops') is None else row['flops'] / 1e9
             lines.append(f"| {case.title} | {case.size[0]}×{case.size[1]} | {name} | {_ms(row['median_s'])} | "
-                         f"{row['ratio']:.2f} | {row['check']} |")
+                         f"{row['ratio']:.2f} | {row['check']} | {_num(gflop, '.3g')} | "
+                         f"{_num(row.get('gflops_per_s'), '.1f')} | {_num(row.get('pct_of_peak'), '.0f')} |")
     notes = [f"- {res['case'].name}: {n}" for res in results for n in res['notes']]
     if notes:
         lines += ['', 'Notes:', *notes]
     if attention is not None:
         size = attention['size']
         lines += ['', f'Attention overhead, ResNet backbone alone at {size}×{size} (attention in every block of '
-                  'layers 2-4, gamma 0.1), fast path:', '', '| backbone | variant | ms | overhead vs plain |',
-                  '|---|---|---:|---:|']
+                  'layers 2-4, gamma 0.1), fast path (`fast`: the default, attention in its inference form; '
+                  f'`eager attention`: the modules as trained). Median of {iters} interleaved calls; "in attention '
+                  'modules": time inside them per call (hooks), the overhead measured directly.', '',
+                  '| backbone | variant | ms | overhead vs plain | in attention modules: ms | % of plain |',
+                  '|---|---|---:|---:|---:|---:|']
         for name, row in attention['rows'].items():
             kind, _, mode = name.partition(' ')
-            lines.append(f"| {kind} | {mode} | {_ms(row['median_s'])} | {row['overhead'] * 100:+.1f} % |")
+            att, share = row.get('attention_s'), row.get('attention_share')
+            lines.append(f"| {kind} | {mode} | {_ms(row['median_s'])} | {row['overhead'] * 100:+.1f} % | "
+                         f"{'' if att is None else _ms(att)} | {'' if share is None else f'{share * 100:.1f} %'} |")
+        if attention.get('notes'):
+            lines += ['', 'Notes:', *(f'- {n}' for n in attention['notes'])]
     return '\n'.join(lines) + '\n'
 
 
+def json_report(results: list[dict[str, Any]], attention: dict[str, Any] | None, facts: dict[str, str],
+                facts_after: dict[str, str], command: str, iters: int, peak: dict[str, Any] | None) -> dict[str, Any]:
+    """The same figures as :func:`markdown`, as plain data (seconds, FLOPs, GFLOP/s, % of peak)."""
+    cases_out = [{'name': r['case'].name, 'title': r['case'].title, 'size': list(r['case'].size),
+                  'reference': r['case'].reference, 'flops': r['flops'], 'rows': r['rows'], 'notes': r['notes']}
+                 for r in results]
+    return {'command': command, 'iters': iters, 'machine': facts, 'load_after': facts_after['load'],
+            'peak': peak, 'cases': cases_out, 'attention': attention}
+
+
 def main(argv: list[str]) -> int:
-    """``attnkit bench deploy [--iters N] [--only NAME] [--out FILE] [--smoke] [--no-compile] [--no-onnx]``."""
+    """``attnkit bench deploy [--iters N] [--only NAME] [--out FILE] [--json FILE] [--smoke] [--no-compile]
+    [--no-onnx] [--threads N] [--attention-size PX]``."""
     parser = argparse.ArgumentParser(prog='attnkit bench deploy', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--iters', type=int, default=10, help='timed calls per variant (median reported)')
@@ -393,6 +508,9 @@ def main(argv: list[str]) -> int:
                         help='skip the torch.compile variants (they compile for minutes on a CPU)')
     parser.add_argument('--no-onnx', dest='onnx', action='store_false', help='skip the ONNX Runtime column')
     parser.add_argument('--threads', type=int, help='torch threads (default: torch default)')
+    parser.add_argument('--attention-size', type=int, metavar='PX',
+                        help='input size of the attention-overhead table (default 512; smoke 64)')
+    parser.add_argument('--json', help='also write the figures as JSON to this file')
     args = parser.parse_args(argv)
     known = CASES + ('attention',)
     for name in args.only or []:
@@ -403,12 +521,16 @@ def main(argv: list[str]) -> int:
                               f"{', '.join(known)}.")
     if args.iters < 1 or args.warmup < 0:
         raise ConfigError(f'bench deploy needs --iters >= 1 and --warmup >= 0, got {args.iters} and {args.warmup}.')
+    if args.attention_size is not None and (args.attention_size < 32 or args.attention_size % 32):
+        raise ConfigError(f'bench deploy --attention-size must be a multiple of 32 (at least 32), got '
+                          f'{args.attention_size}.')
     if args.threads:
         torch.set_num_threads(args.threads)
     iters, warmup = (1, 0) if args.smoke else (args.iters, args.warmup)
     compile_ = args.compile and not args.smoke
     selected = args.only or list(known)
     facts = machine_facts()
+    peak = sgemm_peak(0.3 if args.smoke else 2.5)
     all_cases = cases(tiny=args.smoke)
     results = []
     for name in CASES:
@@ -417,19 +539,25 @@ def main(argv: list[str]) -> int:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')
                 results.append(run_case(all_cases[name], iters=iters, warmup=warmup, compile=compile_,
-                                        onnx=args.onnx, tiny=args.smoke))
+                                        onnx=args.onnx, tiny=args.smoke, peak_gflops=peak['gflops']))
             for variant, row in results[-1]['rows'].items():  # progress on stderr: the full run takes a while
                 print(f"  {variant}: {_ms(row['median_s'])} ms ({row['ratio']:.2f} x torchvision) {row['check']}",
                       file=sys.stderr, flush=True)
     attention = None
     if 'attention' in selected:
         print('[bench deploy] attention ...', flush=True)
-        attention = attention_overhead(iters=iters, warmup=warmup, compile=compile_, tiny=args.smoke)
-    command = 'attnkit bench deploy ' + ' '.join(argv)
-    text = markdown(results, attention, facts, machine_facts(), command.strip(), iters)
+        attention = attention_overhead(iters=iters, warmup=warmup, compile=compile_, tiny=args.smoke,
+                                       size=args.attention_size)
+    command = ('attnkit bench deploy ' + ' '.join(argv)).strip()
+    facts_after = machine_facts()
+    text = markdown(results, attention, facts, facts_after, command, iters, peak)
     print(text, end='')
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w', encoding='utf-8') as f:
             f.write(text)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, 'w', encoding='utf-8') as f:
+            json.dump(json_report(results, attention, facts, facts_after, command, iters, peak), f, indent=2)
     return 0

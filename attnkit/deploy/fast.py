@@ -7,9 +7,12 @@
 2. channels_last weights, and the backbone's input converted to channels_last;
 3. ``forward`` runs without autograd (``torch.no_grad``) and, where the hardware computes bf16 natively (a CUDA
    device with bf16, or a CPU with ``avx512_bf16``/``amx_bf16``), under bf16 autocast;
-4. optionally ``torch.compile`` (inductor with weight freezing) of the backbone, neck and head.
+4. attention modules with an inference form (``se``, ``eca``, ``cbam``, ``gc``, ``coord``) swapped for it: the
+   same function with the ``gamma`` blend folded into the gate, in fewer passes over the feature map
+   (:mod:`attnkit.deploy.attention_fast`); ``attention='compile'`` also compiles each form alone;
+5. optionally ``torch.compile`` (inductor with weight freezing) of the backbone, neck and head.
 
-Steps 1-2 do not change the fp32 result beyond float rounding (about 1e-6 relative); bf16 does (about 1e-2
+Steps 1, 2 and 4 do not change the fp32 result beyond float rounding (about 1e-6 relative); bf16 does (about 1e-2
 relative on the logits), which is why it is only on where the hardware makes it fast.
 """
 from __future__ import annotations
@@ -22,12 +25,15 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import closest_names
+from .attention_fast import swap_inference_forms
 from .fold import FoldReport, fold_batch_norms, fold_identity_attention
 
-__all__ = ['FastReport', 'prepare_fast', 'cpu_bf16_units', 'resolve_bf16', 'COMPILE_PARTS']
+__all__ = ['FastReport', 'prepare_fast', 'cpu_bf16_units', 'resolve_bf16', 'COMPILE_PARTS', 'ATTENTION_MODES']
 
 COMPILE_PARTS: tuple[str, ...] = ('backbone', 'neck', 'head', 'decode_head', 'auxiliary_head')
 _BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
+ATTENTION_MODES: tuple[str, ...] = ('fast', 'compile', 'eager')
 
 
 @dataclass
@@ -41,6 +47,8 @@ class FastReport:
         bf16: forward under bf16 autocast.
         bf16_reason: the detection behind ``bf16`` (CPU flags or CUDA support).
         compiled: submodules compiled with ``torch.compile``.
+        attention_forms: ``{module name: attention type}`` of the modules swapped for their inference form.
+        attention_mode: ``'fast'``, ``'compile'`` (forms compiled alone) or ``'eager'`` (no swap).
     """
 
     fold: FoldReport
@@ -49,16 +57,29 @@ class FastReport:
     bf16: bool
     bf16_reason: str
     compiled: list[str] = field(default_factory=list)
+    attention_forms: dict[str, str] = field(default_factory=dict)
+    attention_mode: str = 'fast'
 
     def summary(self) -> str:
         """One line for the command line's output."""
         f = self.fold
         parts = [f'folded {len(f.folded_norms)} batch norms ({len(f.kept_norms)} kept)',
                  f'{len(f.folded_attention)} identity attention modules removed ({len(f.kept_attention)} kept)',
+                 self._attention_summary(),
                  f"channels_last {'on' if self.channels_last else 'off'}",
                  f"bf16 {'on' if self.bf16 else 'off'} ({self.bf16_reason})",
                  f"compiled: {', '.join(self.compiled)}" if self.compiled else 'not compiled']
         return f'fast path on {self.device}: ' + '; '.join(parts)
+
+    def _attention_summary(self) -> str:
+        if self.attention_mode == 'eager':
+            return 'attention modules eager (no inference forms)'
+        counts: dict[str, int] = {}
+        for kind in self.attention_forms.values():
+            counts[kind] = counts.get(kind, 0) + 1
+        detail = f" ({', '.join(f'{k} {n}' for k, n in counts.items())})" if counts else ''
+        done = ', compiled alone' if self.attention_mode == 'compile' and counts else ''
+        return f'{len(self.attention_forms)} attention modules in inference form{detail}{done}'
 
 
 def _cpuinfo_flags(path: str = '/proc/cpuinfo') -> set[str] | None:
@@ -125,8 +146,8 @@ def _fast_forward(forward: Any, device_type: str, bf16: bool) -> Any:
 
 def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: bool = True,
                  compile: bool = False, fold_attention: bool = True,
-                 compile_parts: Sequence[str] = COMPILE_PARTS, compile_mode: str | None = None
-                 ) -> tuple[nn.Module, FastReport]:
+                 compile_parts: Sequence[str] = COMPILE_PARTS, compile_mode: str | None = None,
+                 attention: str = 'fast') -> tuple[nn.Module, FastReport]:
     """Make ``model`` (an attnkit task model or any module) fast for inference; in place.
 
     Args:
@@ -140,6 +161,10 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
         fold_attention: take identity attention (``gamma == 0``) out of the graph.
         compile_parts: attribute names of the submodules to compile.
         compile_mode: ``torch.compile`` mode (e.g. ``'max-autotune'``); None = default.
+        attention: ``'fast'``: swap attention modules (se, eca, cbam, gc, coord; after identity ones are removed)
+            for their inference form (:mod:`attnkit.deploy.attention_fast`, same output within float rounding);
+            ``'compile'``: also ``torch.compile`` each form alone (seconds per form and input shape; not with
+            ``compile=True``, which compiles them inside the parts); ``'eager'``: leave them as they are.
 
     Returns:
         ``(model, report)``: the same module object (forward now runs under ``torch.no_grad``) and a
@@ -148,6 +173,11 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
     """
     if getattr(model.forward, '_attnkit_fast', False):
         raise ConfigError('prepare_fast: this model has been prepared already.')
+    if attention not in ATTENTION_MODES:
+        close = closest_names(str(attention), ATTENTION_MODES)
+        hint = f' Did you mean {close[0]!r}?' if close else ''
+        raise ConfigError(f"prepare_fast: attention {attention!r} is not one of "
+                          f"{', '.join(map(repr, ATTENTION_MODES))}.{hint}")
     model.eval()
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device('cpu')
@@ -155,6 +185,9 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
     if fold_attention:
         fold_identity_attention(model, fold)
     fold_batch_norms(model, fold)
+    if attention == 'compile' and compile:
+        attention = 'fast'  # the compiled parts compile the forms inside them
+    forms = {} if attention == 'eager' else swap_inference_forms(model, compile=attention == 'compile')
     if channels_last:
         model.to(memory_format=torch.channels_last)
         entry = getattr(model, 'backbone', None)
@@ -172,5 +205,5 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
         compiled = parts
     model.forward = _fast_forward(model.forward, device.type, on)  # instance attribute: nn.Module calls it
     return model, FastReport(fold=fold, device=str(device), channels_last=channels_last, bf16=on,
-                             bf16_reason=why, compiled=compiled)
+                             bf16_reason=why, compiled=compiled, attention_forms=forms, attention_mode=attention)
 

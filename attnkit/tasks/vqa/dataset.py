@@ -28,6 +28,7 @@ from ...data import Pipeline, collate, read_image, sample_random
 from ...data.checks import check_files_exist, resolve_inside
 from ...errors import ConfigError, DataError
 from ...registry import DATASETS
+from .answer_bag import image_answer_bags, vocab_answer_types
 from .answers import build_answer_vocab, normalize_answer, soft_scores
 from .text import build_question_vocab, build_tokenizer
 
@@ -112,6 +113,13 @@ class VQAv2Dataset(Dataset):
     ``img_size``, ``scale_factor``), ``question`` (str), ``question_id`` (int), and with annotations
     ``answer_scores`` (A,) float soft targets. ``collate`` adds ``input_ids``/``attention_mask`` (N, L).
 
+    Answer bags (for the answer-bag auxiliary loss, :mod:`~attnkit.tasks.vqa.answer_bag`): with annotations,
+    ``answer_bags`` maps every image id to the vocabulary indices of the consensus answers
+    (``multiple_choice_answer``) of ALL its questions, and ``collate`` adds ``answer_bag`` (M, A) bool, one row
+    per distinct image of ``images`` (a mirrored view gets its left/right-swapped bag). Built from training
+    annotations, ``metainfo['answer_types']`` (A,) gives each answer's type (``'other'``, ``'number'``,
+    ``'yes/no'``; see :func:`~attnkit.tasks.vqa.answer_bag.vocab_answer_types`).
+
     Bad input: a file of the wrong kind, a malformed record, a question without annotation (when an
     annotations file is given) or a missing image raise :class:`DataError` naming file and record. Empty
     questions are skipped and answers outside the vocabulary get zero targets; both are counted in
@@ -143,6 +151,14 @@ class VQAv2Dataset(Dataset):
                                             max_question_len)
         self.answer_to_index = {a: i for i, a in enumerate(self.metainfo['answers'])}
         self.records = self._make_records(questions, annotations)
+        self.answer_bags: dict[int, tuple[int, ...]] = {}
+        self._flip_bags: dict[int, tuple[int, ...]] = {}
+        if annotations is not None:
+            pairs = [(int(q['image_id']), annotations[int(q['question_id'])]) for q in questions]
+            self.answer_bags = image_answer_bags(pairs, self.answer_to_index)
+            if self.flip_prob > 0:
+                self._flip_bags = image_answer_bags(pairs, self.answer_to_index,
+                                                    lambda a: swap_words(a, self.flip_words))
         self._check_images()
         self._tokenizer = None
         self._warn()
@@ -227,13 +243,15 @@ class VQAv2Dataset(Dataset):
         if annotations is None:
             raise ConfigError(f'VQAv2Dataset({self.questions_file!r}) has neither annotations nor metainfo: a '
                               'split without answers needs the vocabularies of the training split (metainfo=...).')
-        answers = build_answer_vocab([annotations[int(q['question_id'])] for q in questions], min_count)
+        anns = [annotations[int(q['question_id'])] for q in questions]
+        answers = build_answer_vocab(anns, min_count)
         if not answers:
             raise DataError(f'VQA annotations file {self.annotations_file!r}: no answer is the most common answer '
                             f'of >= {min_count} questions; lower answer_min_count.')
         tok = dict(tokenizer or {'type': 'word'})
         tok.setdefault('max_len', max_len)
-        meta: dict[str, Any] = {'answers': answers, 'tokenizer': tok}
+        meta: dict[str, Any] = {'answers': answers, 'tokenizer': tok,
+                                'answer_types': vocab_answer_types(anns, answers)}
         if tok.get('type') == 'word':
             meta['question_vocab'] = build_question_vocab((q['question'] for q in questions),
                                                           int(tok.get('min_count', 1)))
@@ -367,7 +385,8 @@ class VQAv2Dataset(Dataset):
 
     def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """The standard batch plus ``questions`` (list), ``question_ids`` (list), ``input_ids`` and
-        ``attention_mask`` (N, L) long, ``answer_scores`` (N, A) when annotated.
+        ``attention_mask`` (N, L) long, ``answer_scores`` (N, A) and ``answer_bag`` (M, A) bool (every answer
+        of the image's questions, see the class docstring) when annotated.
 
         Questions about the same image share one image: ``images`` is (M, 3, H, W) with the M distinct
         images — an image and its mirror (``flip_prob``) count as two, so samples loaded one by one with
@@ -390,4 +409,9 @@ class VQAv2Dataset(Dataset):
         batch['questions'] = batch.pop('question')
         batch['question_ids'] = batch.pop('question_id')
         batch.update(self.tokenizer(batch['questions']))
+        if self.annotations_file is not None:  # the complete answer bag of each image view (answer_bag.py)
+            bag = torch.zeros(len(first), len(self.answer_to_index), dtype=torch.bool)
+            for (image_id, flipped), k in slot.items():
+                bag[k, list((self._flip_bags if flipped else self.answer_bags).get(image_id, ()))] = True
+            batch['answer_bag'] = bag
         return batch

@@ -4,6 +4,10 @@ Loss: binary cross-entropy with logits against the soft targets (``min(1, 0.3 x 
 over batch and answers and, with ``loss_reduction='num_answers'`` (default, as in Teney et al. 2018 and
 bottom-up-attention-vqa), multiplied by the number of answers A — i.e. summed over answers, averaged over
 questions. ``loss_reduction='mean'`` keeps the plain mean.
+
+Optional auxiliary loss (``aux_loss=dict(type='answer_bag', ...)``, off by default): a 1x1 convolution on the grid
+predicts, per cell, the answers of the image's questions, pooled over the cells and scored against the image's
+complete answer bag (:mod:`attnkit.tasks.vqa.answer_bag`); it needs no masks or boxes.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from ...errors import ConfigError, DataError
 from ...heads.dist import global_normalizer
 from ...registry import MODELS
 from ..encoder import Encoder, FeatureSpec
+from .answer_bag import AnswerBagLoss, build_aux_loss
 from .text import build_question_encoder
 
 __all__ = ['VQAModel']
@@ -42,6 +47,10 @@ class VQAModel(Encoder):
         use_image: ``False`` builds the question-only baseline (no backbone at all).
         loss_reduction: ``'num_answers'`` (BCE mean x A, the literature's scaling) or ``'mean'``.
         loss_weight: multiplies the loss.
+        aux_loss: ``None`` (default) or ``dict(type='answer_bag', weight=1.0, pool='lse', r=5.0,
+            answer_types=('other',))``: adds ``weight`` x the answer-bag loss on the grid in training
+            (:mod:`~attnkit.tasks.vqa.answer_bag`; parameters ``answer_bag.conv.*``; needs
+            ``metainfo['answer_types']`` and the batches' ``answer_bag``). Not computed in eval mode.
         topk: answers kept per prediction.
         metainfo: the dataset's/checkpoint's ``answers``, ``tokenizer`` (and ``question_vocab``).
         normalize: ``dict(mean=(r, g, b), std=(r, g, b))`` on a 0..255 scale (default ImageNet's): the batch's
@@ -52,9 +61,9 @@ class VQAModel(Encoder):
     Wiring: the :class:`~attnkit.tasks.encoder.Encoder` contract builds backbone and neck; the grid is output
     ``neck_level`` of the neck, or the last (``'concat'``: all, pooled) selected backbone map.
 
-    ``forward(batch)``: training mode -> ``{'loss', 'loss_cls'}``; eval mode -> one dict per question:
-    ``question_id``, ``answer`` (str), ``answer_ids`` (k,) long, ``scores`` (k,) sigmoid scores, ``attention``
-    (h, w) question-guided weights over the grid (``None`` without image).
+    ``forward(batch)``: training mode -> ``{'loss', 'loss_cls'}`` (+ ``'loss_bag'`` with ``aux_loss``); eval mode
+    -> one dict per question: ``question_id``, ``answer`` (str), ``answer_ids`` (k,) long, ``scores`` (k,) sigmoid
+    scores, ``attention`` (h, w) question-guided weights over the grid (``None`` without image).
     """
 
     def __init__(self, question_encoder: Mapping[str, Any], head: Mapping[str, Any],
@@ -63,7 +72,8 @@ class VQAModel(Encoder):
                  loss_reduction: str = 'num_answers',
                  loss_weight: float = 1.0, topk: int = 5, metainfo: Mapping[str, Any] | None = None,
                  normalize: Mapping[str, Any] | None = None, in_indices: Sequence[int] | None = None,
-                 feature_spec: FeatureSpec | Mapping[str, Any] | None = None) -> None:
+                 feature_spec: FeatureSpec | Mapping[str, Any] | None = None,
+                 aux_loss: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.normalizer = build_normalizer(normalize)
         if not metainfo or not metainfo.get('answers'):
@@ -96,6 +106,11 @@ class VQAModel(Encoder):
                 img_channels = self.backbone_channels[-1]
         self.head = build_head(head, num_answers=len(self.answers), img_channels=img_channels,
                                q_channels=self.question_encoder.out_channels)
+        self.answer_bag: AnswerBagLoss | None = None  # a plain attribute when off: the state dict is unchanged
+        self.aux_weight = 0.0
+        aux = build_aux_loss(aux_loss, img_channels, self.metainfo, loss_reduction)
+        if aux is not None:
+            self.answer_bag, self.aux_weight = aux
 
     def image_grid(self, images: torch.Tensor | None = None,
                    feats: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
@@ -116,6 +131,12 @@ class VQAModel(Encoder):
         are normalised here, on the model's device. ``feats``: the backbone outputs of those M images, already
         computed (a multi-task model's shared backbone); then the images are not looked at.
         """
+        logits, attention, _ = self._run(batch, feats)
+        return {'logits': logits, 'attention': attention}
+
+    def _run(self, batch: Mapping[str, Any], feats: Sequence[torch.Tensor] | None
+             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(logits (N, A) float32, attention (N, h, w) or None, grid (M, C, h, w) or None): see forward_logits."""
         for key in ('input_ids', 'attention_mask'):
             if key not in batch:
                 raise DataError(f"VQAModel: the batch has no {key!r}; use the VQA dataset's collate (it tokenises).")
@@ -129,7 +150,7 @@ class VQAModel(Encoder):
                 grid = self.image_grid(feats=feats)  # (M, C, h, w): one per distinct image
             index = batch.get('image_index')  # (N,): the head expands per image -> per question
         out = self.head(grid, q, mask, image_index=index)
-        return {'logits': out['logits'].float(), 'attention': out['attention']}
+        return out['logits'].float(), out['attention'], grid
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """BCE-with-logits on soft targets, scaled as ``loss_reduction`` says.
@@ -154,18 +175,24 @@ class VQAModel(Encoder):
 
     def forward(self, batch: Mapping[str, Any], feats: Sequence[torch.Tensor] | None = None
                 ) -> dict[str, torch.Tensor] | list[dict[str, Any]]:
-        """Training: ``{'loss', 'loss_cls'}``; eval: one prediction dict per question (class docstring).
+        """Training: ``{'loss', 'loss_cls'}`` (with ``aux_loss``: ``loss = loss_cls + weight x loss_bag`` and
+        ``'loss_bag'``); eval: one prediction dict per question (class docstring).
 
         ``feats``: the backbone outputs of ``batch['images']`` when already computed (a shared backbone).
         """
-        out = self.forward_logits(batch, feats)
-        logits = out['logits']
+        logits, attention, grid = self._run(batch, feats)
         if self.training:
             if 'answer_scores' not in batch:
                 raise DataError('VQAModel: training needs answer_scores (an annotated split).')
             loss = self.loss(logits, batch['answer_scores'])
-            return {'loss': loss, 'loss_cls': loss.detach()}
-        return self.predict(logits, out['attention'], batch.get('question_ids'))
+            if self.answer_bag is None:
+                return {'loss': loss, 'loss_cls': loss.detach()}
+            if 'answer_bag' not in batch:
+                raise DataError("VQAModel with aux_loss='answer_bag': the batch has no answer_bag (M, A); use the "
+                                "VQA dataset's collate on an annotated split.")
+            bag = self.answer_bag(grid, batch['answer_bag'])
+            return {'loss': loss + self.aux_weight * bag, 'loss_cls': loss.detach(), 'loss_bag': bag.detach()}
+        return self.predict(logits, attention, batch.get('question_ids'))
 
     @torch.no_grad()
     def predict(self, logits: torch.Tensor, attention: torch.Tensor | None,

@@ -1,0 +1,258 @@
+"""Inference forms of the gating attention modules: the same function in fewer passes over the feature map.
+
+An attention module with a learnable ``gamma`` (identity init, trained) computes
+``out = x + gamma * (f(x) - x)`` (:class:`attnkit.attention.base.AttentionModule`). Eagerly that is
+``attend`` (two to four full-size elementwise passes, each into a freshly allocated tensor), then a subtraction,
+a multiplication and an addition over the full (N, C, H, W) map. Where the module is a gate,
+``f(x) = x * a`` with a small gate ``a``, the blend folds into the gate:
+
+* channel gates (``se``, ``eca``, ``gc`` with ``'scale'``): ``out = x * (1 - gamma + gamma * a)`` with ``a``
+  (N, C): one pass over ``x``;
+* ``gc`` with ``'add'``: ``out = x + gamma * t`` with ``t`` (N, C): one pass;
+* ``cbam`` (``y = x * Mc``, ``f = y * Ms``): ``out = y * (gamma * Ms) + (1 - gamma) * x``, computed in place in
+  ``y``'s buffer (``mul_``, ``addcmul_``): after ``y``, two in-place passes instead of five allocating ones;
+  the timm layout's spatial BatchNorm is folded into the spatial conv;
+* ``coord`` (``f = x * a_h * a_w``): ``y = x * a_h``, then ``y *= gamma * a_w``, ``y += (1 - gamma) * x`` in place;
+  for a channels_last map the H/W pooling and the gating run in its (N, H, W, C) view, where eager's NCHW-style
+  reductions over W or H are strided (about 30x slower at 512 x 64 x 64).
+
+Statistics (means, maxima, the MLPs) are computed exactly as in eager mode; only the order of the final
+multiplications changes, so outputs equal eager within float rounding (a few 1e-7 relative). ``gamma`` is a
+frozen 0-dim buffer (not a Python float), so ``torch.compile`` of these forms does not specialise on its value.
+
+Inference forms do not record attention maps (``attnkit.attention.record``) and have no autograd-relevant
+parameters beyond the source module's (shared, not copied, except the timm CBAM spatial conv with its BN folded).
+
+:func:`inference_form` returns the form of a module (or None when there is none); :data:`INFERENCE_FORMS`
+maps each attention class to its converter.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attention.base import AttentionModule, memory_format_of
+from ..attention.cbam import CBAMModule
+from ..attention.coord import CoordAttention
+from ..attention.eca import ECAModule
+from ..attention.gc import GlobalContextBlock
+from ..attention.se import SEModule, linear
+
+__all__ = ['InferenceGate', 'FastSE', 'FastECA', 'FastCBAM', 'FastGC', 'FastCoord', 'INFERENCE_FORMS',
+           'inference_form', 'swap_inference_forms']
+
+
+class InferenceGate(nn.Module):
+    """Base of the inference forms: the source's ``gamma`` frozen (1 without one), the source's name.
+
+    Buffers: ``gamma`` and ``one_minus_gamma`` (0-dim, float32). ``blend``: the source has a ``gamma`` (without
+    one, its output is ``f(x)`` itself and the forms skip the blend).
+    """
+
+    source_type: str = ''
+
+    def __init__(self, module: AttentionModule) -> None:
+        super().__init__()
+        self.channels = module.channels
+        gamma = module.gamma
+        self.blend = gamma is not None
+        g = torch.ones(()) if gamma is None else gamma.detach().float().reshape(()).clone()
+        self.register_buffer('gamma', g)
+        self.register_buffer('one_minus_gamma', 1 - g)
+
+    def _blend_gate(self, a: Tensor) -> Tensor:
+        """Channel gate (N, C) -> the blended gate ``1 - gamma + gamma * a`` (N, C, 1, 1)."""
+        if not self.blend:
+            return a[:, :, None, None]
+        return torch.addcmul(self.one_minus_gamma.to(a.dtype), a, self.gamma.to(a.dtype))[:, :, None, None]
+
+    def extra_repr(self) -> str:
+        gamma = f'{float(self.gamma):.4g}' if self.blend else 'none'
+        return f'{self.source_type}, channels={self.channels}, gamma={gamma}'
+
+
+class FastSE(InferenceGate):
+    """``se`` as ``x * (1 - gamma + gamma * sigmoid(fc2(relu(fc1(mean_hw x)))))``. x (N, C, H, W) -> same."""
+
+    source_type = 'se'
+
+    def __init__(self, module: SEModule) -> None:
+        super().__init__(module)
+        self.fc1, self.fc2 = module.fc1, module.fc2
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = torch.sigmoid(linear(self.fc2, F.relu(linear(self.fc1, x.mean((2, 3))))))  # (N, C)
+        return x * self._blend_gate(a)
+
+
+class FastECA(InferenceGate):
+    """``eca`` as ``x * (1 - gamma + gamma * sigmoid(conv1d(mean_hw x)))``. x (N, C, H, W) -> same."""
+
+    source_type = 'eca'
+
+    def __init__(self, module: ECAModule) -> None:
+        super().__init__(module)
+        self.conv = module.conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = torch.sigmoid(self.conv(x.mean((2, 3)).unsqueeze(1))).squeeze(1)  # (N, C)
+        return x * self._blend_gate(a)
+
+
+class FastCBAM(InferenceGate):
+    """``cbam``: channel gate, spatial statistics of ``y = x * Mc``, then ``y * (gamma Ms) + (1 - gamma) x`` in place.
+
+    x (N, C, H, W) -> (N, C, H, W) in x's memory format.
+    """
+
+    source_type = 'cbam'
+
+    def __init__(self, module: CBAMModule) -> None:
+        super().__init__(module)
+        self.fc1, self.fc2 = module._mlp()
+        if module.layout == 'timm':  # conv (no bias) + BatchNorm(1) -> one conv with bias
+            from .fold import fuse_conv_norm
+            conv = copy.deepcopy(module.spatial['conv']['conv'])
+            fuse_conv_norm(conv, module.spatial['conv']['bn'])
+            self.spatial = conv
+        else:
+            self.spatial = module.spatial
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = x.shape[0]
+        pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))], 0)  # (2N, C): both paths through one MLP call
+        logits = linear(self.fc2, F.relu(linear(self.fc1, pooled)))
+        channel = torch.sigmoid(logits[:n] + logits[n:])  # (N, C)
+        y = x * channel[:, :, None, None]
+        desc = torch.cat([y.mean(1, keepdim=True), y.amax(1, keepdim=True)], 1)  # (N, 2, H, W), small
+        # the (N, 2, H, W) map is tiny: in NCHW (map and 2x1x7x7 weight, even after model.to(channels_last)) the
+        # conv avoids oneDNN's channels_last reorders, 5x faster here
+        conv = self.spatial
+        spatial = torch.sigmoid(F.conv2d(desc.contiguous(), conv.weight.contiguous(), conv.bias, conv.stride,
+                                         conv.padding, conv.dilation, conv.groups))  # (N, 1, H, W)
+        if not self.blend:
+            return y.mul_(spatial.to(y.dtype))
+        y.mul_((spatial * self.gamma.to(spatial.dtype)).to(y.dtype))
+        return y.addcmul_(x, self.one_minus_gamma.to(y.dtype))
+
+
+class FastGC(InferenceGate):
+    """``gc``: context vector as eager, fused as ``x * (1 - gamma + gamma sigmoid(T_s c)) + gamma T_a c``.
+
+    x (N, C, H, W) -> (N, C, H, W).
+    """
+
+    source_type = 'gc'
+
+    def __init__(self, module: GlobalContextBlock) -> None:
+        super().__init__(module)
+        self.context_logits = module.context_logits
+        self.transform_add = module.transform_add
+        self.transform_scale = module.transform_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        weights = torch.softmax(self.context_logits(x).reshape(n, h * w), dim=1)  # (N, HW)
+        context = torch.matmul(x.flatten(2), weights.unsqueeze(2).to(x.dtype)).squeeze(2)  # (N, C)
+        if self.transform_scale is not None:
+            out = x * self._blend_gate(torch.sigmoid(self.transform_scale(context)))
+            if self.transform_add is not None:
+                out.add_(self._scaled(self.transform_add(context)).to(out.dtype))
+            return out
+        return x + self._scaled(self.transform_add(context)).to(x.dtype)
+
+    def _scaled(self, t: Tensor) -> Tensor:
+        """(N, C) -> ``gamma * t`` (N, C, 1, 1) (``t`` without a gamma)."""
+        return (t * self.gamma.to(t.dtype) if self.blend else t)[:, :, None, None]
+
+
+class FastCoord(InferenceGate):
+    """``coord``: gates ``a_h`` (N, C, H, 1), ``a_w`` (N, C, 1, W) as eager, then
+    ``(x * a_h) * (gamma a_w) + (1 - gamma) x`` in place. x (N, C, H, W) -> same."""
+
+    source_type = 'coord'
+
+    def __init__(self, module: CoordAttention) -> None:
+        super().__init__(module)
+        self.conv, self.bn, self.conv_h, self.conv_w = module.conv, module.bn, module.conv_h, module.conv_w
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[2:]
+        nhwc = memory_format_of(x) == torch.channels_last
+        if nhwc:  # pool and gate in the (N, H, W, C) view: NCHW-style reductions over H or W are strided there
+            xt = x.permute(0, 2, 3, 1)
+            pooled = torch.cat([xt.mean(2), xt.mean(1)], 1).transpose(1, 2).unsqueeze(3)  # (N, C, H+W, 1)
+        else:
+            pooled = torch.cat([x.mean(3, keepdim=True), x.mean(2, keepdim=True).transpose(2, 3)], 2)
+        y = F.hardswish(self.bn(self.conv(pooled)))
+        y_h, y_w = y.split([h, w], 2)
+        a_h = torch.sigmoid(self.conv_h(y_h))  # (N, C, H, 1)
+        a_w = torch.sigmoid(self.conv_w(y_w.transpose(2, 3)))  # (N, C, 1, W)
+        if self.blend:
+            a_w = a_w * self.gamma.to(a_w.dtype)
+        if nhwc:  # gates with C innermost and contiguous, so the broadcast multiplies vectorise
+            out = xt * a_h.permute(0, 2, 3, 1).contiguous()
+            out.mul_(a_w.permute(0, 2, 3, 1).contiguous().to(out.dtype))
+            if self.blend:
+                out.addcmul_(xt, self.one_minus_gamma.to(out.dtype))
+            return out.permute(0, 3, 1, 2)
+        out = x * a_h
+        out.mul_(a_w.to(out.dtype))
+        return out.addcmul_(x, self.one_minus_gamma.to(out.dtype)) if self.blend else out
+
+
+INFERENCE_FORMS: dict[type, Callable[[nn.Module], nn.Module]] = {
+    SEModule: FastSE, ECAModule: FastECA, CBAMModule: FastCBAM, GlobalContextBlock: FastGC,
+    CoordAttention: FastCoord,
+}
+
+
+def inference_form(module: nn.Module) -> nn.Module | None:
+    """The inference form of an attention module (eval mode, same output within float rounding), or None.
+
+    Only the exact classes of :data:`INFERENCE_FORMS` are converted: a subclass may override ``attend``.
+    The module's ``attend`` must be its class's own (not patched on the instance).
+    """
+    make = INFERENCE_FORMS.get(type(module))
+    if make is None or 'attend' in module.__dict__ or 'forward' in module.__dict__:
+        return None
+    return make(module)
+
+
+def swap_inference_forms(model: nn.Module, *, compile: bool = False,
+                         compile_options: dict[str, Any] | None = None) -> dict[str, str]:
+    """Replace every attention module of ``model`` that has an inference form by it; in place.
+
+    Modules called by their parent (``block.attn``) are replaced under the same name; modules attached by
+    :func:`attnkit.attention.insert` stay attached (the target's attachment list points at the form).
+    ``compile``: each form is ``torch.compile``-d (inductor, static shapes): small graphs, seconds per input
+    shape, whose reductions and gating multiplies inductor fuses into about two passes over the map.
+
+    Returns:
+        ``{module name: attention type}`` of the swapped modules, in model order.
+    """
+    from ..attention.insert import _WithAttention  # the swapped-class mixin: holds the attachment lists
+    swapped: dict[str, str] = {}
+    replaced: dict[int, nn.Module] = {}
+    for name, module in list(model.named_modules()):
+        if not name or not isinstance(module, AttentionModule) or any(name.startswith(s + '.') for s in swapped):
+            continue
+        form = inference_form(module)
+        if form is None:
+            continue
+        if compile:
+            form.compile(dynamic=False, **({'options': compile_options} if compile_options else {}))
+        parent_path, _, child = name.rpartition('.')
+        setattr(model.get_submodule(parent_path), child, form)
+        replaced[id(module)] = form
+        swapped[name] = form.source_type
+    if replaced:
+        for holder in model.modules():
+            if isinstance(holder, _WithAttention):
+                for lst in (holder._attnkit_after, holder._attnkit_before):
+                    lst[:] = [replaced.get(id(m), m) for m in lst]
+    return swapped

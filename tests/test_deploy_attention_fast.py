@@ -1,0 +1,124 @@
+"""Inference forms of the attention modules (attnkit.deploy.attention_fast) and their swap in prepare_fast."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from attnkit.attention import attachments, reattach
+from attnkit.attention.base import AttentionModule
+from attnkit.attention.insert import _WithAttention
+from attnkit.builder import build_attention, build_backbone
+from attnkit.deploy import prepare_fast
+from attnkit.deploy.attention_fast import InferenceGate, inference_form
+from attnkit.errors import ConfigError
+
+# (registered type, extra module options): every module with an inference form, both parameter layouts and
+# both GC fusions
+SPECS = [('cbam', {}), ('cbam', {'layout': 'timm'}), ('se', {}), ('se', {'layout': 'timm'}), ('eca', {}),
+         ('gc', {}), ('gc', {'fusion': ('scale', 'add')}), ('gc', {'fusion': 'scale'}), ('coord', {})]
+
+
+def _randomise(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial BN statistics and affine parameters, and gammas away from 0 (as after training)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)) and m.running_mean is not None:
+                c = m.running_mean.numel()
+                m.running_mean.copy_(torch.rand(c, generator=g) * 2 - 1)
+                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.25)
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(c, generator=g) - 0.5)
+            if isinstance(m, AttentionModule) and m.gamma is not None:
+                m.gamma.fill_(float(torch.rand((), generator=g)) * 0.8 + 0.1)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / a.abs().max().clamp_min(1.0)).item()
+
+
+@pytest.mark.parametrize('gamma', [True, False], ids=['gamma', 'no-gamma'])
+@pytest.mark.parametrize('fmt', [torch.contiguous_format, torch.channels_last], ids=['nchw', 'nhwc'])
+def test_every_inference_form_computes_its_module(gamma, fmt):
+    """Module alone, N=2, H != W: same values (1e-5), same shape and memory format as the eager module."""
+    for i, (kind, opts) in enumerate(SPECS):
+        torch.manual_seed(i)
+        module = build_attention(dict(type=kind, **opts), 24, identity_init=gamma).eval()
+        _randomise(module, i)
+        x = (torch.randn(2, 24, 7, 10) * 3).contiguous(memory_format=fmt)
+        form = inference_form(module)
+        assert isinstance(form, InferenceGate) and form.source_type == kind
+        assert f'gamma={"none" if not gamma else format(float(module.gamma.detach()), ".4g")}' in repr(form)
+        with torch.no_grad():
+            expected, got = module(x), form(x)
+        assert got.shape == expected.shape and _rel(expected, got) <= 1e-5, (kind, opts, _rel(expected, got))
+        assert got.is_contiguous(memory_format=fmt), (kind, opts)
+    # no form for modules without one, nor for a patched instance
+    assert inference_form(build_attention(dict(type='simam'), 8)) is None
+    patched = build_attention(dict(type='se'), 8)
+    patched.attend = lambda x: x
+    assert inference_form(patched) is None
+
+
+@pytest.mark.parametrize('kind', ['cbam', 'se', 'gc', 'eca', 'coord'])
+def test_fast_path_equals_eager_on_attention_backbones(kind):
+    """A ResNet with attention in layers 2-4 (attached by insert()): prepare_fast swaps every module for its
+    inference form, keeps it attached, reports it, and the stage outputs equal eager within 1e-5."""
+    torch.manual_seed(0)
+    model = build_backbone(dict(type='ResNet', depth=18, base_channels=8, attention=dict(type=kind),
+                                identity_init=True)).eval()
+    _randomise(model)
+    names = [a.module_name for a in attachments(model)]
+    assert len(names) == 6
+    x = torch.randn(2, 3, 64, 48)
+    with torch.no_grad():
+        expected = model(x)
+    fast, report = prepare_fast(copy.deepcopy(model), bf16=False)
+    got = fast(x)
+    assert report.attention_forms == {n: kind for n in names} and report.attention_mode == 'fast'
+    assert f'6 attention modules in inference form ({kind} 6)' in report.summary()
+    assert report.fold.kept_attention == names  # trained gammas: nothing folded away
+    assert [(a.module_name, a.attention) for a in attachments(fast)] == [(n, fast.get_submodule(n)) for n in names]
+    assert all(isinstance(a.attention, InferenceGate) for a in attachments(fast)) and reattach(fast) == 0
+    runs = [m for holder in fast.modules() if isinstance(holder, _WithAttention) for m in holder._attnkit_after]
+    assert len(runs) == 6 and all(isinstance(m, InferenceGate) for m in runs)
+    assert not any(isinstance(m, AttentionModule) for m in fast.modules())
+    for a, b in zip(expected, got):
+        assert a.shape == b.shape and _rel(a, b) <= 1e-5, (kind, _rel(a, b))
+        assert b.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_attention_modes_eager_compile_and_bad_name():
+    torch.manual_seed(0)
+    model = build_backbone(dict(type='ResNet', depth=18, base_channels=8, attention=dict(type='cbam'),
+                                identity_init=True)).eval()
+    _randomise(model)
+    eager, report = prepare_fast(copy.deepcopy(model), bf16=False, attention='eager')
+    assert report.attention_forms == {} and 'attention modules eager' in report.summary()
+    assert sum(isinstance(m, AttentionModule) for m in eager.modules()) == 6
+    # 'compile' wraps each form in torch.compile (compilation itself happens on the first call, not here)
+    compiled, report = prepare_fast(copy.deepcopy(model), bf16=False, attention='compile')
+    forms = [m for m in compiled.modules() if isinstance(m, InferenceGate)]
+    assert len(forms) == 6 and all(m._compiled_call_impl is not None for m in forms)
+    assert 'in inference form (cbam 6), compiled alone' in report.summary()
+    with pytest.raises(ConfigError, match="attention 'compiled' is not one of .*Did you mean 'compile'"):
+        prepare_fast(copy.deepcopy(model), attention='compiled')
+
+
+def test_inference_forms_run_under_bf16_autocast():
+    """bf16 forced (emulated on CPUs without bf16 units): the forms take bf16 maps and stay near eager fp32."""
+    torch.manual_seed(0)
+    model = build_backbone(dict(type='ResNet', depth=18, base_channels=8, attention=dict(type='cbam'),
+                                identity_init=True, out_indices=(3,))).eval()
+    _randomise(model)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)[0]
+    fast, report = prepare_fast(copy.deepcopy(model), bf16=True)
+    got = fast(x)[0]
+    assert report.bf16 and len(report.attention_forms) == 6
+    assert got.dtype == torch.bfloat16 and _rel(expected, got.float()) < 0.1
