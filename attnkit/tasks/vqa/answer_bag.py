@@ -12,9 +12,11 @@ per answer and a binary cross-entropy against the bag (restricted to those answe
     loss_bag = sum over the images m with a non-empty bag of  sum_k BCE(z[m, k], y[m, k])  / #those images
                (``loss_reduction='mean'``: also / K, as the VQA loss)
 
-Pooling (``pool``): ``'max'``, ``'mean'`` or ``'lse'`` = ``(1/r) log(mean_c exp(r x_c))`` (log-sum-exp with
-temperature ``r``: ``max`` as r -> inf, ``mean`` as r -> 0). Max/lse pooling makes the cells detectors of the bag's
-concepts, as weakly supervised localisation (CAM / MIL) does.
+Pooling (``pool``): ``'mean'`` (default: global average pooling, as CAM), ``'max'`` or ``'lse'`` =
+``(1/r) log(mean_c exp(r x_c))`` (log-sum-exp with temperature ``r``: ``max`` as r -> inf, ``mean`` as r -> 0).
+Measured on the demo (docs/bench/vqa.md, 2026-12-02): mean pooling teaches the backbone shapes, lse (r=5) does
+not within the same steps -- early on, lse sends the gradient to the few cells that happen to score highest, mean
+to every cell of the image.
 
 Where the pieces live: the dataset (:class:`~attnkit.tasks.vqa.dataset.VQAv2Dataset`) computes every image's bag
 over *all* its questions (so a batch holding some of an image's questions still sees the complete bag) and puts
@@ -110,7 +112,7 @@ class AnswerBagLoss(nn.Module):
     ``conv.weight`` (K, C, 1, 1) and ``conv.bias`` (K,).
     """
 
-    def __init__(self, in_channels: int, answer_ids: Sequence[int], pool: str = 'lse', r: float = 5.0,
+    def __init__(self, in_channels: int, answer_ids: Sequence[int], pool: str = 'mean', r: float = 5.0,
                  reduction: str = 'num_answers') -> None:
         super().__init__()
         self.pool, self.r, self.reduction = pool, float(r), reduction
@@ -149,7 +151,7 @@ def build_aux_loss(cfg: Mapping[str, Any] | None, in_channels: int | None, metai
                    reduction: str = 'num_answers') -> tuple[AnswerBagLoss, float] | None:
     """``(loss module, weight)`` of a VQAModel ``aux_loss`` config, or None for ``cfg=None``.
 
-    ``cfg``: ``dict(type='answer_bag', weight=1.0, pool='lse', r=5.0, answer_types=('other',))``; ``in_channels``
+    ``cfg``: ``dict(type='answer_bag', weight=1.0, pool='mean', r=5.0, answer_types=('other',))``; ``in_channels``
     the grid's C (None: a question-only model, an error); ``metainfo`` needs ``answers`` and ``answer_types``.
     Raises :class:`ConfigError` naming the valid choices for an unknown type, key or pool.
     """
@@ -168,7 +170,7 @@ def build_aux_loss(cfg: Mapping[str, Any] | None, in_channels: int | None, metai
             close = closest_names(str(key), _KEYS)
             raise ConfigError(f'VQAModel aux_loss has no option {key!r}' + (f"; did you mean {close[0]!r}?" if close
                               else '.') + f" Options: {', '.join(_KEYS)}.")
-    pool, r, weight = cfg.get('pool', 'lse'), cfg.get('r', 5.0), cfg.get('weight', 1.0)
+    pool, r, weight = cfg.get('pool', 'mean'), cfg.get('r', 5.0), cfg.get('weight', 1.0)
     if pool not in BAG_POOLS:
         close = closest_names(str(pool), BAG_POOLS)
         raise ConfigError(f'VQAModel aux_loss pool {pool!r} is unknown' + (f"; did you mean {close[0]!r}?" if close
