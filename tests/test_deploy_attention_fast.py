@@ -5,8 +5,6 @@ import copy
 
 import pytest
 import torch
-from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
 
 from attnkit.attention import attachments, reattach
 from attnkit.attention.base import AttentionModule
@@ -16,25 +14,12 @@ from attnkit.deploy import prepare_fast
 from attnkit.deploy.attention_fast import InferenceGate, inference_form
 from attnkit.errors import ConfigError
 
+from _norms import randomise_norms
+
 # (registered type, extra module options): every module with an inference form, both parameter layouts and
 # both GC fusions
 SPECS = [('cbam', {}), ('cbam', {'layout': 'timm'}), ('se', {}), ('se', {'layout': 'timm'}), ('eca', {}),
          ('gc', {}), ('gc', {'fusion': ('scale', 'add')}), ('gc', {'fusion': 'scale'}), ('coord', {})]
-
-
-def _randomise(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine parameters, and gammas away from 0 (as after training)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)) and m.running_mean is not None:
-                c = m.running_mean.numel()
-                m.running_mean.copy_(torch.rand(c, generator=g) * 2 - 1)
-                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.25)
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(c, generator=g) - 0.5)
-            if isinstance(m, AttentionModule) and m.gamma is not None:
-                m.gamma.fill_(float(torch.rand((), generator=g)) * 0.8 + 0.1)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -48,7 +33,7 @@ def test_every_inference_form_computes_its_module(gamma, fmt):
     for i, (kind, opts) in enumerate(SPECS):
         torch.manual_seed(i)
         module = build_attention(dict(type=kind, **opts), 24, identity_init=gamma).eval()
-        _randomise(module, i)
+        randomise_norms(module, i, gammas=True)
         x = (torch.randn(2, 24, 7, 10) * 3).contiguous(memory_format=fmt)
         form = inference_form(module)
         assert isinstance(form, InferenceGate) and form.source_type == kind
@@ -71,7 +56,7 @@ def test_fast_path_equals_eager_on_attention_backbones(kind):
     torch.manual_seed(0)
     model = build_backbone(dict(type='ResNet', depth=18, base_channels=8, attention=dict(type=kind),
                                 identity_init=True)).eval()
-    _randomise(model)
+    randomise_norms(model, gammas=True)
     names = [a.module_name for a in attachments(model)]
     assert len(names) == 6
     x = torch.randn(2, 3, 64, 48)
@@ -96,7 +81,7 @@ def test_attention_modes_eager_compile_and_bad_name():
     torch.manual_seed(0)
     model = build_backbone(dict(type='ResNet', depth=18, base_channels=8, attention=dict(type='cbam'),
                                 identity_init=True)).eval()
-    _randomise(model)
+    randomise_norms(model, gammas=True)
     eager, report = prepare_fast(copy.deepcopy(model), bf16=False, attention='eager')
     assert report.attention_forms == {} and 'attention modules eager' in report.summary()
     assert sum(isinstance(m, AttentionModule) for m in eager.modules()) == 6
@@ -114,7 +99,7 @@ def test_inference_forms_run_under_bf16_autocast():
     torch.manual_seed(0)
     model = build_backbone(dict(type='ResNet', depth=18, base_channels=8, attention=dict(type='cbam'),
                                 identity_init=True, out_indices=(3,))).eval()
-    _randomise(model)
+    randomise_norms(model, gammas=True)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         expected = model(x)[0]

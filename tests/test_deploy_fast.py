@@ -19,21 +19,9 @@ from attnkit.deploy import cpu_bf16_units, fold_batch_norms, prepare_fast
 from attnkit.deploy.attention_fast import InferenceGate
 from attnkit.errors import ConfigError
 
+from _norms import randomise_norms
+
 CLASSES = ['circle', 'square', 'triangle', 'star']
-
-
-def _randomise_norms(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial running statistics and affine parameters in every batch norm (fresh ones are the identity)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)) and m.running_mean is not None:
-                c = m.running_mean.numel()
-                m.running_mean.copy_(torch.rand(c, generator=g) * 2 - 1)
-                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.25)
-                if m.weight is not None:
-                    m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                    m.bias.copy_(torch.rand(c, generator=g) - 0.5)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
@@ -64,7 +52,7 @@ def test_conv_norm_folding_matches_the_unfolded_layers(norm, bias):
     torch.manual_seed(0)
     layer = nn.BatchNorm2d(6) if norm == 'bn' else FrozenBatchNorm2d(6)
     model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=bias), layer, nn.ReLU()).eval()
-    _randomise_norms(model)
+    randomise_norms(model)
     x = torch.randn(2, 3, 9, 7)
     expected = model(x)
     report = fold_batch_norms(model)
@@ -88,7 +76,7 @@ def test_attention_between_conv_and_norm_blocks_folding_attention_after_norm_mov
     torch.manual_seed(0)
     net = ResNet(18, base_channels=8, out_indices=(3,)).eval()
     insert(net, dict(type='se', after=['layer2.0.conv2', 'layer3.1.bn2'], reduction=2), identity_init=False)
-    _randomise_norms(net)
+    randomise_norms(net)
     x = torch.randn(1, 3, 64, 64)
     expected = net(x)[0]
     fast, report = prepare_fast(copy.deepcopy(net), bf16=False)
@@ -121,7 +109,7 @@ def _det_batch() -> dict:
 def test_detector_identity_attention_folded_trained_attention_kept():
     torch.manual_seed(0)
     model = _detector(dict(type='cbam', stages=(False, True, True, True))).eval()
-    _randomise_norms(model)
+    randomise_norms(model)
     trained = {'backbone.layer3.0.attn': 0.3, 'backbone.layer4.1.attn': -0.2}
     _set_gammas(model, trained)
     batch = _det_batch()
@@ -153,7 +141,7 @@ def test_frozen_bn_backbone_and_identity_mhsa_with_stride_become_plain_layers():
     torch.manual_seed(0)
     model = _detector(norm='frozen_bn', self_attention=dict(type='mhsa', heads=2, stages=(False, False, True, True))
                       ).eval()
-    _randomise_norms(model)
+    randomise_norms(model)
     batch = _det_batch()
     with torch.no_grad():
         expected = model.extract_feats(model.normalizer(batch['images']))
@@ -191,7 +179,7 @@ def test_segmentor_logits_and_masks_unchanged(head, trained):
     extra = dict(neck=dict(type='ASPP', out_channels=16, dilations=(1, 2, 3))) if head['type'] == 'deeplabv3plus' \
         else {}
     model = _segmentor(head, **extra).eval()
-    _randomise_norms(model)
+    randomise_norms(model)
     _set_gammas(model, trained)
     images = torch.randint(0, 256, (2, 3, 64, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
     metas = [{'ori_size': (64, 48), 'img_size': (64, 48)}] * 2
@@ -218,7 +206,7 @@ def test_vqa_answers_and_logits_unchanged():
                question_encoder=dict(type='gru', embed_dim=8, hidden_dim=16),
                head=dict(type='mcan', dim=32, heads=4, ffn=64, depth=1, flat_hidden=32, out_dim=64, dropout=0.0))
     model = build_model(cfg, metainfo=meta).eval()
-    _randomise_norms(model)
+    randomise_norms(model)
     _set_gammas(model, {'backbone.layer4.0.attn': 0.7})
     batch = {'images': torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8,
                                      generator=torch.Generator().manual_seed(3)),
@@ -289,7 +277,7 @@ def seg_files(tmp_path_factory, demo_data):
     cfg = load_config(str(cfg_path))
     torch.manual_seed(0)
     model = build_model(cfg.model, metainfo=dict(cfg.metainfo))
-    _randomise_norms(model)
+    randomise_norms(model)
     _set_gammas(model, {'backbone.layer3.1.attn': 0.4, 'decode_head.pam': 0.8})
     _balance_classes(model, demo_data['img_dir'])
     ckpt = tmp / 'model.pth'
@@ -409,7 +397,7 @@ def test_compile_option_compiles_the_model_and_keeps_the_output():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
                           nn.Conv2d(8, 4, 1)).eval()
-    _randomise_norms(model)
+    randomise_norms(model)
     x = torch.randn(1, 3, 16, 16)
     expected = model(x)
     fast, report = prepare_fast(model, bf16=False, compile=True)

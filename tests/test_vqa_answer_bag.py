@@ -195,7 +195,7 @@ def test_multitask_vqa_branch_with_the_bag_loss(train_set):
     assert vqa.answer_bag.conv.weight.grad.abs().sum() > 0
 
 
-def test_bag_config_trains_through_the_trainer_and_reloads(tmp_path, demo_data):
+def test_bag_config_trains_through_the_trainer_and_reloads(tmp_path, demo_data, vqa_accuracy_by_hand):
     """configs/demo/mcan_r18_gru_shapes_scratch_bag.py, tiny: 3 iterations, the 1x1 conv gets gradients every
     step, the log has loss_bag, the checkpoint has the conv and the answer types, and reloads for inference."""
     opts = {'work_dir': str(tmp_path / 'work'), 'schedule.by_epoch': False, 'schedule.max_iters': 3,
@@ -217,7 +217,11 @@ def test_bag_config_trains_through_the_trainer_and_reloads(tmp_path, demo_data):
     trainer.unwrapped_model.answer_bag.conv.weight.register_hook(lambda g: grads.append(float(g.abs().sum())))
     metrics = trainer.train()
     assert len(grads) == 3 and all(g > 0 for g in grads)
-    assert 0.0 <= metrics['accuracy'] <= 1.0
+    # the evaluator's figure against the trained model's answers scored by hand on the raw annotations file
+    expected, count = vqa_accuracy_by_hand(trainer.unwrapped_model, trainer._eval_datasets['val'],
+                                           demo_data['vqa_val_annotations'], 8)
+    assert count == metrics['num_questions']
+    assert metrics['accuracy'] == pytest.approx(expected, abs=1e-6)
     with open(os.path.join(trainer.work_dir, 'log.jsonl')) as f:
         train_log = [r for r in map(json.loads, f) if r.get('mode') == 'train']
     assert len(train_log) == 3 and all(r['loss_bag'] > 0 for r in train_log)
