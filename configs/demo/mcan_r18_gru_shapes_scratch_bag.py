@@ -9,7 +9,8 @@
 # Why these three (docs/bench/vqa.md, "The answer-bag loss"): in the diagnostic loop the combination is the first run
 # in which the shape probe and the shape questions leave chance (step 400: shape questions 0.46 vs 0.27-0.32).
 # Measured 2026-12-02 (seed 0, 1 thread, 18.8 CPU-minutes): 0.788 overall, colour 0.85, shape 0.81, count 0.74,
-# "is there" 0.91 -- against 0.615 / 0.63 / 0.30 / 0.61 / 0.82 for the plain scratch recipe.
+# "is there" 0.91 -- against 0.615 / 0.63 / 0.30 / 0.61 / 0.82 for the plain scratch recipe; seeds 0-2: 0.771 +- 0.035,
+# shape 0.776 +- 0.089.
 # Measure with:  OMP_NUM_THREADS=1 attnkit train configs/demo/mcan_r18_gru_shapes_scratch_bag.py \
 #                    --cfg-options evaluator.question_kinds=question_type
 _base_ = ['./mcan_r18_gru_shapes_scratch.py']
