@@ -52,3 +52,16 @@ def _vqa_accuracy_by_hand(model, dataset, annotations_file: str, batch_size: int
 def vqa_accuracy_by_hand():
     """:func:`_vqa_accuracy_by_hand` for tests that train a VQA model."""
     return _vqa_accuracy_by_hand
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """``run_cli('test', cfg, ckpt, ...)``: ``attnkit ARGV`` in this process -> (exit code, stdout, stderr)."""
+    from attnkit import cli
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run

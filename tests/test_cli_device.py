@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from attnkit import build_model, cli
+from attnkit import build_model
 from attnkit.engine.checkpoint import save_atomic
 from attnkit.engine.utils import resolve_device
 from attnkit.errors import ConfigError
@@ -45,37 +45,31 @@ def model_files(tmp_path_factory, demo_data):
     return str(cfg_path), str(ckpt), image, tmp
 
 
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    """``attnkit ARGV`` in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
-
-def test_infer_and_test_on_the_cpu_through_the_command_line(model_files, capsys):
+def test_infer_and_test_on_the_cpu_through_the_command_line(model_files, run_cli):
     cfg, ckpt, image, tmp = model_files
     out = tmp / 'out'
-    code, stdout, stderr = _run(capsys, 'infer', cfg, ckpt, image, '--out', str(out), '--device', 'cpu')
+    code, stdout, stderr = run_cli('infer', cfg, ckpt, image, '--out', str(out), '--device', 'cpu')
     assert code == 0, stderr
     written = stdout.split()
     assert any(f.endswith('_mask.png') for f in written) and all(os.path.isfile(f) for f in written)
-    code, stdout, stderr = _run(capsys, 'test', cfg, ckpt, '--device', 'cpu')
+    code, stdout, stderr = run_cli('test', cfg, ckpt, '--device', 'cpu')
     assert code == 0, stderr
     assert 'mIoU' in stdout and '6 images' in stdout
 
 
-def test_unavailable_device_is_a_one_line_error(model_files, capsys):
+def test_unavailable_device_is_a_one_line_error(model_files, run_cli):
     cfg, ckpt, image, tmp = model_files
     device = _unavailable_cuda()
-    code, _, stderr = _run(capsys, 'infer', cfg, ckpt, image, '--out', str(tmp / 'none'), '--device', device)
+    code, _, stderr = run_cli('infer', cfg, ckpt, image, '--out', str(tmp / 'none'), '--device', device)
     assert code == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f'error: --device {device}:'), stderr
     assert not os.path.exists(tmp / 'none')  # refused before any work
     for argv in (['test', cfg, ckpt, '--device', device], ['infer', cfg, ckpt, image, '--device', 'nodevice']):
-        assert cli.main(argv) == 2
-        err = capsys.readouterr().err.strip().splitlines()
+        code, _, stderr = run_cli(*argv)
+        err = stderr.strip().splitlines()
+        assert code == 2
         assert len(err) == 1 and err[0].startswith('error: --device '), err
 
 

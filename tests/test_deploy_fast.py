@@ -302,19 +302,11 @@ def _balance_classes(model: nn.Module, img_dir: str) -> None:
         model.decode_head.conv_seg.bias -= seen[0].transpose(0, 1).flatten(1).median(dim=1).values
 
 
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    """``attnkit ARGV`` in this process: (exit code, stdout, stderr)."""
-    from attnkit import cli
-    capsys.readouterr()
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
-
-def test_test_command_fast_gives_the_eager_metrics(seg_files, capsys):
+def test_test_command_fast_gives_the_eager_metrics(seg_files, run_cli):
     cfg, ckpt, tmp = seg_files
-    eager = _run(capsys, 'test', cfg, ckpt, '--device', 'cpu', '--out', str(tmp / 'eager.json'))
-    fast = _run(capsys, 'test', cfg, ckpt, '--device', 'cpu', '--fast', '--out', str(tmp / 'fast.json'))
+    eager = run_cli('test', cfg, ckpt, '--device', 'cpu', '--out', str(tmp / 'eager.json'))
+    fast = run_cli('test', cfg, ckpt, '--device', 'cpu', '--fast', '--out', str(tmp / 'fast.json'))
     assert eager[0] == 0 and fast[0] == 0, eager[2] + fast[2]
     assert 'fast path on cpu' in fast[2] and 'identity attention modules removed' in fast[2]
     assert 'mIoU' in eager[1] and 'mIoU' in fast[1]
