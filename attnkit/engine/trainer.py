@@ -34,7 +34,7 @@ from .optim import build_optimizer
 from .question_sampler import build_batch_sampler
 from .schedule import build_scheduler, total_iters
 from .utils import (DEFAULT_OPTIM, DEFAULT_RUNTIME, DEFAULT_SCHEDULE, DEFAULT_TRAIN_CFG, import_custom_modules,
-                    resolve_channels_last, section, to_device)
+                    channels_last_unsafe_convs, resolve_channels_last, section, to_device)
 
 __all__ = ['Trainer', 'NonFiniteLossError', 'TrainingInterrupted']
 
@@ -122,6 +122,15 @@ class Trainer:
         self.multitask = is_multitask_dataset(self.train_dataset)  # one-task batches, per-task losses and metrics
         model = build_model(cfg['model'], metainfo=self.metainfo)
         model.to(acc.device)
+        if self.channels_last and acc.device.type == 'cpu':
+            unsafe = channels_last_unsafe_convs(model)
+            if unsafe:
+                more = f' and {len(unsafe) - 3} more' if len(unsafe) > 3 else ''
+                warnings.warn(f"runtime.channels_last=True is ignored for this CPU training: oneDNN's channels_last "
+                              f"backward of a 1x1 stride-2 convolution with fewer than 8 input channels corrupts "
+                              f"memory (torch 2.14, AVX2); the model has {', '.join(unsafe[:3])}{more}. Training "
+                              f"runs in NCHW (on the CPU also the faster layout for training, docs/benchmarks.md).")
+                self.channels_last = False
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if self.runtime['sync_bn'] and acc.num_processes > 1:

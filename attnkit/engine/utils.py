@@ -66,6 +66,23 @@ def resolve_channels_last(setting: Any, device: torch.device, *, training: bool)
     return bool(setting)
 
 
+def channels_last_unsafe_convs(model: torch.nn.Module) -> list[str]:
+    """Names of ``model``'s convolutions whose channels_last backward corrupts memory on the CPU.
+
+    Found with torch 2.14.1 on an AVX2 CPU: oneDNN's ``brgconv_strided`` backward-data kernel of a 1x1
+    convolution with stride 2 and 2-6 input channels, in channels_last, writes past its buffer (glibc then aborts
+    with "corrupted double-linked list" / "free(): invalid size", or the process dies later). ResNets with
+    ``base_channels`` below 8 have such downsample convolutions. Matched conservatively: 1x1 kernel, a stride
+    above 1, fewer than 8 input channels, ``groups=1``.
+    """
+    names = []
+    for name, module in model.named_modules():
+        if (isinstance(module, torch.nn.Conv2d) and tuple(module.kernel_size) == (1, 1)
+                and max(module.stride) > 1 and module.in_channels < 8 and module.groups == 1):
+            names.append(name)
+    return names
+
+
 def to_device(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
     """Move every tensor in ``obj`` (recursively through dicts, lists, tuples) to ``device``.
 
