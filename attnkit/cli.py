@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_fast_options(p: argparse.ArgumentParser) -> None:
-    """``--fast``, ``--fast-dtype``, ``--compile`` of ``test`` and ``infer`` (see attnkit.deploy.prepare_fast)."""
+    """``--fast``, ``--fast-dtype``, ``--compile``, ``--fast-attention`` of ``test`` and ``infer`` (see
+    attnkit.deploy.prepare_fast)."""
     p.add_argument('--fast', action='store_true',
                    help='inference fast path: BatchNorm folded into the convolutions, identity attention removed, '
                         'channels_last, bf16 where the hardware has it (docs/deploy.md)')
@@ -144,6 +145,9 @@ def _add_fast_options(p: argparse.ArgumentParser) -> None:
                    help='with --fast: auto = bf16 on CUDA with bf16 or a CPU with bf16 units, else fp32')
     p.add_argument('--compile', action='store_true', help='with --fast (implied): torch.compile the model parts '
                    '(the first batches of each size compile, minutes on a CPU)')
+    p.add_argument('--fast-attention', choices=('fast', 'eager', 'compile'), default='fast',
+                   help='with --fast: the attention modules (se, eca, cbam, gc, coord) in their inference form '
+                        '(fast, default), as trained (eager), or each inference form torch.compile-d (compile)')
 
 
 def _prepare_fast(model: Any, args: argparse.Namespace, amp: str | None) -> Any:
@@ -154,7 +158,8 @@ def _prepare_fast(model: Any, args: argparse.Namespace, amp: str | None) -> Any:
     bf16: Any = {'auto': 'auto', 'fp32': False, 'bf16': True}[args.fast_dtype]
     if amp:  # --amp / the config's mixed precision already autocasts the forward
         bf16 = False
-    model, report = prepare_fast(model, bf16=bf16, channels_last=True, compile=args.compile)
+    model, report = prepare_fast(model, bf16=bf16, channels_last=True, compile=args.compile,
+                                 attention=args.fast_attention)
     print(report.summary(), file=sys.stderr, flush=True)
     return model
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -313,6 +314,20 @@ def test_test_command_fast_gives_the_eager_metrics(seg_files, run_cli):
     m_eager, m_fast = (json.loads((tmp / f'{m}.json').read_text()) for m in ('eager', 'fast'))
     assert m_eager['mIoU'] > 0.05 and m_eager['aAcc'] > 0.05  # a non-trivial prediction: every pixel counts
     assert {k: round(v, 3) for k, v in m_eager.items()} == {k: round(v, 3) for k, v in m_fast.items()}
+
+
+def test_fast_attention_option_picks_the_attention_form(seg_files, run_cli):
+    """``--fast-attention eager`` keeps the trained modules, the default swaps in the inference forms; same metrics."""
+    cfg, ckpt, tmp = seg_files
+    runs = {mode: run_cli('test', cfg, ckpt, '--device', 'cpu', '--fast', '--fast-dtype', 'fp32', '--fast-attention',
+                          mode, '--out', str(tmp / f'attn_{mode}.json')) for mode in ('fast', 'eager')}
+    assert all(r[0] == 0 for r in runs.values()), runs
+    assert re.search(r'[1-9]\d* attention modules in inference form', runs['fast'][2]), runs['fast'][2]
+    assert 'attention modules eager (no inference forms)' in runs['eager'][2], runs['eager'][2]
+    metrics = [json.loads((tmp / f'attn_{m}.json').read_text()) for m in ('fast', 'eager')]
+    assert {k: round(v, 4) for k, v in metrics[0].items()} == {k: round(v, 4) for k, v in metrics[1].items()}
+    code, _, err = run_cli('test', cfg, ckpt, '--fast', '--fast-attention', 'fused')
+    assert code == 2 and "invalid choice: 'fused'" in err
 
 
 def test_infer_command_fast_writes_the_same_masks(seg_files, demo_data):
