@@ -231,3 +231,42 @@ def test_bag_config_trains_through_the_trainer_and_reloads(tmp_path, demo_data, 
     assert 'answer_bag.conv.weight' in ckpt['model']
     model = load_model(cfg, tmp_path / 'work' / 'latest.pth')
     assert torch.equal(model.answer_bag.conv.weight, ckpt['model']['answer_bag.conv.weight'])
+
+
+@pytest.mark.parametrize('multitask', [False, True], ids=['vqa', 'multitask'])
+def test_a_bag_trained_checkpoint_loads_into_the_config_without_the_bag(tmp_path, train_set, multitask):
+    """The answer-bag conv is training-only: its weights are skipped (with a counted warning) when the config has no
+    aux_loss; the answers are the bag model's; every other unexpected key still fails."""
+    from attnkit.engine.checkpoint import save_safetensors
+    from attnkit.errors import CheckpointError
+    ds = train_set
+    if multitask:
+        def cfg_of(aux):
+            branch = dict(task='vqa', question_encoder=TINY_MODEL['question_encoder'], head=TINY_MODEL['head'])
+            if aux:
+                branch['aux_loss'] = BAG
+            return dict(model=dict(type='MultiTaskModel', backbone=TINY_MODEL['backbone'], branches=dict(vqa=branch)))
+        meta = {'tasks': {'vqa': ds.metainfo}}
+    else:
+        def cfg_of(aux):
+            return dict(model=dict(TINY_MODEL, **({'aux_loss': BAG} if aux else {})))
+        meta = ds.metainfo
+    torch.manual_seed(0)
+    trained = build_model(cfg_of(True)['model'], metainfo=meta).eval()
+    path = str(tmp_path / 'model.safetensors')
+    save_safetensors(trained.state_dict(), trained.metainfo, path)
+    with pytest.warns(UserWarning, match=r'2 weights of training-only parts .*answer_bag\.conv'):
+        plain = load_model(cfg_of(False), path)
+    assert not any('answer_bag' in k for k in plain.state_dict())
+    batch = ds.collate(ds.__getitems__(list(range(12))))
+    if multitask:
+        batch['task'] = 'vqa'
+    with torch.no_grad():
+        got, expected = plain(batch), trained(batch)
+    assert [g['answer'] for g in got] == [e['answer'] for e in expected]
+    assert all(torch.equal(g['scores'], e['scores']) for g, e in zip(got, expected))
+    # only the declared training-only parts are skipped
+    state = dict(trained.state_dict(), **{'head.extra.weight': torch.zeros(1)})
+    save_safetensors(state, trained.metainfo, path)
+    with pytest.raises(CheckpointError, match='unexpected head.extra.weight'), pytest.warns(UserWarning):
+        load_model(cfg_of(False), path)

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import CheckpointError
 
 __all__ = ['save_atomic', 'load_checkpoint', 'get_rng_state', 'set_rng_state', 'save_safetensors',
-           'load_weights', 'load_model', 'check_state_dict']
+           'load_weights', 'load_model', 'check_state_dict', 'training_only_prefixes', 'drop_training_only']
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
@@ -153,6 +153,31 @@ def load_model(cfg: Mapping[str, Any], checkpoint_path: str | os.PathLike) -> nn
     path = os.fspath(checkpoint_path)
     state, meta = load_weights(path)
     model = build_model(cfg['model'], metainfo=meta)
+    state = drop_training_only(model, state, path)
     check_state_dict(model, state, path)
     model.load_state_dict(state)
     return model.eval()
+
+
+def training_only_prefixes(model: nn.Module) -> list[str]:
+    """State-dict prefixes of parts used only in training that ``model`` may lack (e.g. a VQA model's answer-bag
+    conv, ``answer_bag.``): every submodule's class attribute ``training_only_prefixes``, under its path."""
+    prefixes = []
+    for name, module in model.named_modules():
+        for prefix in getattr(type(module), 'training_only_prefixes', ()):
+            prefixes.append(f'{name}.{prefix}' if name else prefix)
+    return prefixes
+
+
+def drop_training_only(model: nn.Module, state: Mapping[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
+    """``state`` without the keys of training-only parts (:func:`training_only_prefixes`) that ``model`` was built
+    without — a checkpoint trained with an auxiliary loss loads into the config without it; a warning counts them."""
+    own = model.state_dict()
+    prefixes = training_only_prefixes(model)
+    dropped = [k for k in state if k not in own and any(k.startswith(p) for p in prefixes)]
+    if not dropped:
+        return dict(state)
+    import warnings
+    warnings.warn(f'{path}: {len(dropped)} weights of training-only parts not in this model were not loaded '
+                  f"({', '.join(sorted({k.rsplit('.', 1)[0] for k in dropped}))}).")
+    return {k: v for k, v in state.items() if k not in dropped}

@@ -66,6 +66,10 @@ class VQAModel(Encoder):
     scores, ``attention`` (h, w) question-guided weights over the grid (``None`` without image).
     """
 
+    # the answer-bag conv (aux_loss) is used only in training: its weights are skipped when a checkpoint trained
+    # with it is loaded into a model without it (attnkit.engine.checkpoint.drop_training_only)
+    training_only_prefixes = ('answer_bag.',)
+
     def __init__(self, question_encoder: Mapping[str, Any], head: Mapping[str, Any],
                  backbone: Mapping[str, Any] | None = None, neck: Mapping[str, Any] | None = None,
                  neck_level: int = -1, grid_fusion: str = 'last', use_image: bool = True,
