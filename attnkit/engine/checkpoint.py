@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -174,10 +175,9 @@ def drop_training_only(model: nn.Module, state: Mapping[str, torch.Tensor], path
     without — a checkpoint trained with an auxiliary loss loads into the config without it; a warning counts them."""
     own = model.state_dict()
     prefixes = training_only_prefixes(model)
-    dropped = [k for k in state if k not in own and any(k.startswith(p) for p in prefixes)]
+    dropped = {k for k in state if k not in own and k.startswith(tuple(prefixes))}
     if not dropped:
         return dict(state)
-    import warnings
     warnings.warn(f'{path}: {len(dropped)} weights of training-only parts not in this model were not loaded '
                   f"({', '.join(sorted({k.rsplit('.', 1)[0] for k in dropped}))}).")
     return {k: v for k, v in state.items() if k not in dropped}
