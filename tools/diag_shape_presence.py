@@ -35,10 +35,9 @@ bb=ResNet(depth=18, base_channels=32, out_indices=(out_idx,))
 C=bb.out_channels[-1]; head=torch.nn.Conv2d(C, Ytr.shape[1], 1)
 params=list(bb.parameters())+list(head.parameters())
 opt=torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+from attnkit.tasks.vqa.answer_bag import pool_cells  # the answer-bag loss's own pooling
 def fwd(x):
-    g=head(bb(x)[-1])
-    if pool=='avg': return g.mean((2,3))
-    r=5.0; return (torch.logsumexp(r*g.flatten(2),2)-np.log(g.shape[2]*g.shape[3]))/r
+    return pool_cells(head(bb(x)[-1]), {'avg': 'mean'}.get(pool, pool), r=5.0)
 t0=time.time()
 for s in range(1,steps+1):
     bb.train(); idx=torch.randint(0,len(Xtr),(B,))

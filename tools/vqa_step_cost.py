@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from attnkit.config import load_config
     from attnkit.engine.data import build_train_loader
     from attnkit.engine.question_sampler import build_batch_sampler
-    from attnkit.engine.utils import channels_last_unsafe_convs, resolve_channels_last
+    from attnkit.engine.utils import training_channels_last
 
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config)
@@ -43,10 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         dataset_cfg['pipeline'][-1].update(height=args.img_size, width=args.img_size)
     dataset = build_dataset(dataset_cfg)
     model = build_model(cfg['model'], metainfo=dataset.metainfo).train()
-    runtime = cfg.get('runtime') or {}
-    if (resolve_channels_last(runtime.get('channels_last', 'auto'), torch.device('cpu'), training=True)
-            and not channels_last_unsafe_convs(model)):  # as the Trainer does
-        model.to(memory_format=torch.channels_last)
+    if training_channels_last((cfg.get('runtime') or {}).get('channels_last', 'auto'), torch.device('cpu'), model):
+        model.to(memory_format=torch.channels_last)  # as the Trainer does
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
     sampler = build_batch_sampler(len(dataset), args.batch, groups=dataset.group_keys('image'),
                                   max_per_group=args.max_per_group, drop_last=True)

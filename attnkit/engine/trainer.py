@@ -34,7 +34,7 @@ from .optim import build_optimizer
 from .question_sampler import build_batch_sampler
 from .schedule import build_scheduler, total_iters
 from .utils import (DEFAULT_OPTIM, DEFAULT_RUNTIME, DEFAULT_SCHEDULE, DEFAULT_TRAIN_CFG, import_custom_modules,
-                    channels_last_unsafe_convs, resolve_channels_last, section, to_device)
+                    section, to_device, training_channels_last)
 
 __all__ = ['Trainer', 'NonFiniteLossError', 'TrainingInterrupted']
 
@@ -99,7 +99,6 @@ class Trainer:
         self.accelerator = self._build_accelerator(mp)
         acc = self.accelerator
         self.is_main = acc.is_main_process
-        self.channels_last = resolve_channels_last(self.runtime['channels_last'], acc.device, training=True)
         self.seed = int(self.runtime['seed'])
         from ..report import report_options
         self.report_options = report_options(self.runtime['report'])  # None: no report.html (runtime.report=False)
@@ -122,15 +121,7 @@ class Trainer:
         self.multitask = is_multitask_dataset(self.train_dataset)  # one-task batches, per-task losses and metrics
         model = build_model(cfg['model'], metainfo=self.metainfo)
         model.to(acc.device)
-        if self.channels_last and acc.device.type == 'cpu':
-            unsafe = channels_last_unsafe_convs(model)
-            if unsafe:
-                more = f' and {len(unsafe) - 3} more' if len(unsafe) > 3 else ''
-                warnings.warn(f"runtime.channels_last=True is ignored for this CPU training: oneDNN's channels_last "
-                              f"backward of a 1x1 stride-2 convolution with fewer than 8 input channels corrupts "
-                              f"memory (torch 2.14, AVX2); the model has {', '.join(unsafe[:3])}{more}. Training "
-                              f"runs in NCHW (on the CPU also the faster layout for training, docs/benchmarks.md).")
-                self.channels_last = False
+        self.channels_last = training_channels_last(self.runtime['channels_last'], acc.device, model)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if self.runtime['sync_bn'] and acc.num_processes > 1:

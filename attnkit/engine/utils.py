@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any, Mapping
 
 import torch
@@ -81,6 +82,22 @@ def channels_last_unsafe_convs(model: torch.nn.Module) -> list[str]:
                 and max(module.stride) > 1 and module.in_channels < 8 and module.groups == 1):
             names.append(name)
     return names
+
+
+def training_channels_last(setting: Any, device: torch.device, model: torch.nn.Module) -> bool:
+    """Whether to train ``model`` in channels_last on ``device``: :func:`resolve_channels_last` of ``setting``, except
+    on the CPU when the model has :func:`channels_last_unsafe_convs` (then False, with a warning naming them)."""
+    if not resolve_channels_last(setting, device, training=True):
+        return False
+    unsafe = channels_last_unsafe_convs(model) if device.type == 'cpu' else []
+    if unsafe:
+        more = f' and {len(unsafe) - 3} more' if len(unsafe) > 3 else ''
+        warnings.warn(f"runtime.channels_last=True is ignored for this CPU training: oneDNN's channels_last "
+                      f"backward of a 1x1 stride-2 convolution with fewer than 8 input channels corrupts "
+                      f"memory (torch 2.14, AVX2); the model has {', '.join(unsafe[:3])}{more}. Training "
+                      f"runs in NCHW (on the CPU also the faster layout for training, docs/benchmarks.md).")
+        return False
+    return True
 
 
 def to_device(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
