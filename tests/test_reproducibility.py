@@ -17,6 +17,7 @@ import torch
 from attnkit.config import load_config
 from attnkit.data import Pipeline, SeededDataset, epoch_random, sample_random, sample_seed
 from attnkit.engine import Trainer
+from attnkit.errors import ConfigError
 from attnkit.engine.data import ShardedBatchSampler, build_train_loader
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -209,3 +210,38 @@ def test_vqa_flip_is_keyed_by_image_whatever_worker_batch_or_rank_loads_it(demo_
     assert 0 < sum(flips) < len(flips)  # the flip is drawn: some images flipped, some not
     assert views(1, 2) == one and views(2, 0) == one
     assert views(1, 0, epoch=1) != one
+
+
+def test_vqa_view_per_batch_gives_each_batch_of_an_image_a_new_view(demo_data):
+    """view_per='batch' with the image-capped sampler (2 questions of an image per batch): the questions of an
+    image inside one batch share one view, the batches holding the same image get different views (the default
+    'epoch' gives all of them one), and the views do not change with the number of loader workers."""
+    from attnkit.builder import build_dataset
+    from attnkit.engine.question_sampler import build_batch_sampler
+
+    def views(view_per, workers):
+        ds = build_dataset(dict(type='VQAv2Dataset', img_dir=demo_data['img_dir'], img_name_template='{image_id:06d}.jpg',
+                                pipeline=[dict(type='Resize', height=32, width=32), dict(type='ColorJitter', p=1.0)],
+                                questions_file=demo_data['vqa_train_questions'], view_per=view_per,
+                                annotations_file=demo_data['vqa_train_annotations'], answer_min_count=1))
+        sampler = build_batch_sampler(len(ds), 8, groups=ds.group_keys('image'), max_per_group=2)
+        sizes = {}
+        for key in ds.group_keys('image'):
+            sizes[key] = sizes.get(key, 0) + 1
+        per_batch, per_image = [], {}
+        for batch in build_train_loader(ds, sampler, workers, seed=0, epoch=0):
+            sums = [float(img.float().sum()) for img in batch['images']]
+            assert len(sums) == len({m['image_id'] for m in batch['metas']})  # one view per image in a batch
+            per_batch.append(sums)
+            for meta, k in zip(batch['metas'], batch['image_index'].tolist()):
+                per_image.setdefault(meta['image_id'], set()).add(sums[k])
+        return per_batch, per_image, sizes
+
+    _, epoch_images, sizes = views('epoch', 0)
+    assert all(len(v) == 1 for v in epoch_images.values())
+    batch_batches, batch_images, _ = views('batch', 0)
+    # an image with n questions sits in ceil(n / 2) batches (no batch holds two of its chunks): as many views
+    assert {k: len(v) for k, v in batch_images.items()} == {k: -(-n // 2) for k, n in sizes.items()}
+    assert views('batch', 2)[0] == batch_batches
+    with pytest.raises(ConfigError, match="view_per must be 'epoch' or 'batch', got 'question'"):
+        views('question', 0)

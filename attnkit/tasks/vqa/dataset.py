@@ -103,6 +103,14 @@ class VQAv2Dataset(Dataset):
             cat left of the dog?" -> "... right of ..."), so the pair stays true. A flipped answer outside the
             vocabulary gets a zero target (counted in ``stats['flipped_answers_outside_vocab']``).
         flip_words: the words a flip swaps (default left <-> right).
+        view_per: which questions of an image share one random view (augmentation and flip). ``'epoch'``
+            (default): all of them, for the whole epoch -- one draw per ``(seed, epoch, image)``, the same whatever
+            the batching, workers or processes. ``'batch'``: those in one batch; each batch holding the image
+            draws a new view (keyed by the image and its first question index in the batch), so with
+            ``data.train.max_per_group`` (an image's questions spread over ~n/k batches) the backbone sees
+            ~n/k different views of the image per epoch instead of the same view n/k times (docs/bench/vqa.md,
+            "One view per epoch"). Still the same whatever the number of workers; with several processes, the
+            same unless a rank boundary splits the image's questions of one batch.
         answer_min_count: answers kept in the vocabulary (training split only; see ``answers.py``).
         max_question_len: tokens per question (words for ``'word'``, sub-words incl. specials for ``'hf'``).
         tokenizer: ``dict(type='word', min_count=1)`` (built-in; vocabulary from these questions) or
@@ -131,9 +139,13 @@ class VQAv2Dataset(Dataset):
                  pipeline: Sequence[Mapping[str, Any]] = DEFAULT_PIPELINE, answer_min_count: int = 9,
                  max_question_len: int = 14, tokenizer: Mapping[str, Any] | None = None,
                  metainfo: Mapping[str, Any] | None = None, flip_prob: float = 0.0,
-                 flip_words: Mapping[str, str] | None = None, image_subtype: str | None = None) -> None:
+                 flip_words: Mapping[str, str] | None = None, image_subtype: str | None = None,
+                 view_per: str = 'epoch') -> None:
         if not 0.0 <= flip_prob <= 1.0:
             raise ConfigError(f'VQAv2Dataset flip_prob must be in [0, 1], got {flip_prob!r}.')
+        if view_per not in ('epoch', 'batch'):
+            raise ConfigError(f"VQAv2Dataset view_per must be 'epoch' or 'batch', got {view_per!r}.")
+        self.view_per = view_per
         self.flip_prob = float(flip_prob)
         self.flip_words = dict(DEFAULT_FLIP_WORDS if flip_words is None else flip_words)
         self.questions_file = os.fspath(questions_file)
@@ -332,13 +344,19 @@ class VQAv2Dataset(Dataset):
         rec = self._by_qid.get(int(question_id))
         return None if rec is None else (rec['question'], rec.get('question_type'))
 
-    def _load(self, rec: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Read and transform the image of ``rec``: the (3, H, W) image and its meta (without the question id)."""
+    def _load(self, rec: dict[str, Any], view: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Read and transform the image of ``rec``: the (3, H, W) image and its meta (without the question id).
+
+        ``view``: with ``view_per='batch'``, the index of the image's first question in the batch (part of the
+        draw's key); None keys the draw by the image alone (one view per epoch).
+        """
         path = self.image_path(rec['image_id'])
         image = read_image(path, record=f"question_id {rec['question_id']} in {self.questions_file}")
-        # every question of an image shares its view (augmentation and flip): the draws are keyed by the image,
-        # so they do not depend on which question, batch, worker or process loads it first
-        with sample_random(('image', rec['image_id'])):
+        # the questions of an image share its view (augmentation and flip): the draws are keyed by the image (and,
+        # with view_per='batch', by its first question in the batch), so they do not depend on which question,
+        # worker or process loads it first
+        key = ('image', rec['image_id']) if view is None else ('image', rec['image_id'], int(view))
+        with sample_random(key):
             out = self.pipeline(image)
             flipped = self.flip_prob > 0 and random.random() < self.flip_prob
         h0, w0 = image.shape[:2]
@@ -372,7 +390,7 @@ class VQAv2Dataset(Dataset):
         for index in indices:
             rec = self.records[index]
             if rec['image_id'] not in loaded:
-                loaded[rec['image_id']] = self._load(rec)
+                loaded[rec['image_id']] = self._load(rec, index if self.view_per == 'batch' else None)
             samples.append(self._sample(rec, *loaded[rec['image_id']]))
         return samples
 
