@@ -49,12 +49,14 @@ def test_every_inference_form_computes_its_module(gamma, fmt):
     assert inference_form(patched) is None
 
 
+@pytest.mark.parametrize('position', ['after_conv3', 'after_block'])
 @pytest.mark.parametrize('kind', ['cbam', 'se', 'gc', 'eca', 'coord'])
-def test_fast_path_equals_eager_on_attention_backbones(kind):
+def test_fast_path_equals_eager_on_attention_backbones(kind, position):
     """A ResNet with attention in layers 2-4 (attached by insert()): prepare_fast swaps every module for its
-    inference form, keeps it attached, reports it, and the stage outputs equal eager within 1e-5."""
+    inference form, keeps it attached, reports it, and the stage outputs equal eager within 1e-5. The forms run
+    in place (after a folded norm / after the block): the channel gates always, cbam and coord without gamma."""
     torch.manual_seed(0)
-    model = build_backbone(dict(type='ResNet', depth=18, base_channels=8, attention=dict(type=kind),
+    model = build_backbone(dict(type='ResNet', depth=18, base_channels=8, attention=dict(type=kind, position=position),
                                 identity_init=True)).eval()
     randomise_norms(model, gammas=True)
     names = [a.module_name for a in attachments(model)]
@@ -75,6 +77,52 @@ def test_fast_path_equals_eager_on_attention_backbones(kind):
     for a, b in zip(expected, got):
         assert a.shape == b.shape and _rel(a, b) <= 1e-5, (kind, _rel(a, b))
         assert b.is_contiguous(memory_format=torch.channels_last)
+    assert report.inplace_forms == ([] if kind in ('cbam', 'coord') else names)
+    # without gamma (no identity init) every form runs in place, and still equals eager
+    torch.manual_seed(0)
+    plain = build_backbone(dict(type='ResNet', depth=18, base_channels=8, attention=dict(type=kind, position=position))).eval()
+    randomise_norms(plain)
+    with torch.no_grad():
+        expected = plain(x)
+    fast, report = prepare_fast(copy.deepcopy(plain), bf16=False)
+    assert report.inplace_forms == names and '6 in place' in report.summary()
+    assert all(m.inplace for m in fast.modules() if isinstance(m, InferenceGate))
+    for a, b in zip(expected, fast(x)):
+        assert _rel(a, b) <= 1e-5, (kind, _rel(a, b))
+
+
+class _Tapped(torch.nn.Module):
+    """conv -> tap (an nn.Identity placeholder) -> head, and the conv's output is read again after the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.tap = torch.nn.Identity()
+        self.head = torch.nn.Conv2d(16, 16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.head(self.tap(y)) + y
+
+
+@pytest.mark.parametrize('kind', ['se', 'cbam', 'gc'])
+def test_forms_run_in_place_only_where_nobody_else_reads_the_input(kind):
+    """Attention after a conv (its new output) runs in place; after an nn.Identity whose input is read again,
+    or before a module, it must not: in place there would change ``y`` under the residual read."""
+    from attnkit.attention import insert
+    torch.manual_seed(0)
+    model = _Tapped().eval()
+    insert(model, dict(type=kind, after=['conv'], name='conv_attn', identity_init=False))
+    insert(model, dict(type=kind, after=['tap'], name='tap_attn', identity_init=False))
+    insert(model, dict(type=kind, before=['head'], name='head_attn', identity_init=False))
+    x = torch.randn(2, 3, 12, 10)
+    with torch.no_grad():
+        expected = model(x)
+    fast, report = prepare_fast(copy.deepcopy(model), bf16=False, channels_last=False)
+    assert sorted(report.attention_forms) == ['conv_attn', 'head_attn', 'tap_attn']
+    assert report.inplace_forms == ['conv_attn']
+    assert not fast.tap_attn.inplace and not fast.head_attn.inplace and 'inplace' in repr(fast.conv_attn)
+    assert _rel(expected, fast(x)) <= 1e-5
 
 
 def test_attention_modes_eager_compile_and_bad_name():

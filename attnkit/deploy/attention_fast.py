@@ -25,6 +25,14 @@ parameters beyond the source module's (shared, not copied, except the timm CBAM 
 
 :func:`inference_form` returns the form of a module (or None when there is none); :data:`INFERENCE_FORMS`
 maps each attention class to its converter.
+
+In place (``form.inplace = True``, set by :func:`allow_inplace` on the fast path): a form whose input nobody
+else reads writes its output into the input's buffer instead of a new tensor -- ``x.mul_(gate)`` rather than
+``x * gate`` (about 2-3x cheaper on a 512 x 64 x 64 map here: no new buffer to fill). That holds for a form
+attached after a convolution, a normalisation layer, a norm folded into its convolution, or an attnkit ResNet
+block (their output is a new tensor that only the attention reads); never for a form attached ``before`` a
+module, called by its parent, or attached after any other module. Channel gates (``se``, ``eca``, ``gc``) run in
+place with or without ``gamma``; ``cbam`` and ``coord`` only without one (their blend needs ``x`` after ``f``).
 """
 from __future__ import annotations
 
@@ -43,7 +51,7 @@ from ..attention.gc import GlobalContextBlock
 from ..attention.se import SEModule, linear
 
 __all__ = ['InferenceGate', 'FastSE', 'FastECA', 'FastCBAM', 'FastGC', 'FastCoord', 'INFERENCE_FORMS',
-           'inference_form', 'swap_inference_forms']
+           'inference_form', 'swap_inference_forms', 'allow_inplace']
 
 
 class InferenceGate(nn.Module):
@@ -63,6 +71,16 @@ class InferenceGate(nn.Module):
         g = torch.ones(()) if gamma is None else gamma.detach().float().reshape(()).clone()
         self.register_buffer('gamma', g)
         self.register_buffer('one_minus_gamma', 1 - g)
+        self.inplace = False  # write into x's buffer (allow_inplace: only where nobody else reads x)
+
+    @property
+    def can_run_inplace(self) -> bool:
+        """Whether the form can write its output into x's buffer (not when its blend reads x after ``f``)."""
+        return True
+
+    def _gate(self, x: Tensor, gate: Tensor) -> Tensor:
+        """``x * gate`` (broadcast), into x's buffer when ``inplace``."""
+        return x.mul_(gate) if self.inplace else x * gate
 
     def _blend_gate(self, a: Tensor) -> Tensor:
         """Channel gate (N, C) -> the blended gate ``1 - gamma + gamma * a`` (N, C, 1, 1)."""
@@ -72,7 +90,7 @@ class InferenceGate(nn.Module):
 
     def extra_repr(self) -> str:
         gamma = f'{float(self.gamma):.4g}' if self.blend else 'none'
-        return f'{self.source_type}, channels={self.channels}, gamma={gamma}'
+        return f'{self.source_type}, channels={self.channels}, gamma={gamma}' + (', inplace' if self.inplace else '')
 
 
 class FastSE(InferenceGate):
@@ -86,7 +104,7 @@ class FastSE(InferenceGate):
 
     def forward(self, x: Tensor) -> Tensor:
         a = torch.sigmoid(linear(self.fc2, F.relu(linear(self.fc1, x.mean((2, 3))))))  # (N, C)
-        return x * self._blend_gate(a)
+        return self._gate(x, self._blend_gate(a))
 
 
 class FastECA(InferenceGate):
@@ -100,7 +118,7 @@ class FastECA(InferenceGate):
 
     def forward(self, x: Tensor) -> Tensor:
         a = torch.sigmoid(self.conv(x.mean((2, 3)).unsqueeze(1))).squeeze(1)  # (N, C)
-        return x * self._blend_gate(a)
+        return self._gate(x, self._blend_gate(a))
 
 
 class FastCBAM(InferenceGate):
@@ -122,12 +140,16 @@ class FastCBAM(InferenceGate):
         else:
             self.spatial = module.spatial
 
+    @property
+    def can_run_inplace(self) -> bool:
+        return not self.blend  # the blend reads x after the gates
+
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]
         pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))], 0)  # (2N, C): both paths through one MLP call
         logits = linear(self.fc2, F.relu(linear(self.fc1, pooled)))
         channel = torch.sigmoid(logits[:n] + logits[n:])  # (N, C)
-        y = x * channel[:, :, None, None]
+        y = x.mul_(channel[:, :, None, None]) if self.inplace else x * channel[:, :, None, None]
         desc = torch.cat([y.mean(1, keepdim=True), y.amax(1, keepdim=True)], 1)  # (N, 2, H, W), small
         # the (N, 2, H, W) map is tiny: in NCHW (map and 2x1x7x7 weight, even after model.to(channels_last)) the
         # conv avoids oneDNN's channels_last reorders, 5x faster here
@@ -159,11 +181,12 @@ class FastGC(InferenceGate):
         weights = torch.softmax(self.context_logits(x).reshape(n, h * w), dim=1)  # (N, HW)
         context = torch.matmul(x.flatten(2), weights.unsqueeze(2).to(x.dtype)).squeeze(2)  # (N, C)
         if self.transform_scale is not None:
-            out = x * self._blend_gate(torch.sigmoid(self.transform_scale(context)))
+            out = self._gate(x, self._blend_gate(torch.sigmoid(self.transform_scale(context))))
             if self.transform_add is not None:
                 out.add_(self._scaled(self.transform_add(context)).to(out.dtype))
             return out
-        return x + self._scaled(self.transform_add(context)).to(x.dtype)
+        shift = self._scaled(self.transform_add(context)).to(x.dtype)
+        return x.add_(shift) if self.inplace else x + shift
 
     def _scaled(self, t: Tensor) -> Tensor:
         """(N, C) -> ``gamma * t`` (N, C, 1, 1) (``t`` without a gamma)."""
@@ -180,6 +203,10 @@ class FastCoord(InferenceGate):
         super().__init__(module)
         self.conv, self.bn, self.conv_h, self.conv_w = module.conv, module.bn, module.conv_h, module.conv_w
 
+    @property
+    def can_run_inplace(self) -> bool:
+        return not self.blend  # the blend reads x after the gates
+
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[2:]
         nhwc = memory_format_of(x) == torch.channels_last
@@ -195,12 +222,13 @@ class FastCoord(InferenceGate):
         if self.blend:
             a_w = a_w * self.gamma.to(a_w.dtype)
         if nhwc:  # gates with C innermost and contiguous, so the broadcast multiplies vectorise
-            out = xt * a_h.permute(0, 2, 3, 1).contiguous()
+            gate_h = a_h.permute(0, 2, 3, 1).contiguous()
+            out = xt.mul_(gate_h) if self.inplace else xt * gate_h
             out.mul_(a_w.permute(0, 2, 3, 1).contiguous().to(out.dtype))
             if self.blend:
                 out.addcmul_(xt, self.one_minus_gamma.to(out.dtype))
             return out.permute(0, 3, 1, 2)
-        out = x * a_h
+        out = x.mul_(a_h) if self.inplace else x * a_h
         out.mul_(a_w.to(out.dtype))
         return out.addcmul_(x, self.one_minus_gamma.to(out.dtype)) if self.blend else out
 
@@ -256,3 +284,35 @@ def swap_inference_forms(model: nn.Module, *, compile: bool = False,
                 for lst in (holder._attnkit_after, holder._attnkit_before):
                     lst[:] = [replaced.get(id(m), m) for m in lst]
     return swapped
+
+
+# modules whose output is a tensor they create and hand on: an attention form attached after one of them is the
+# only reader of its input (a forward hook on the module runs after the attention, on its output)
+_FRESH_OUTPUT_TYPES: tuple[type, ...] = (nn.Conv2d, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def allow_inplace(model: nn.Module, fresh_targets: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Set ``inplace`` on the inference forms of ``model`` that may overwrite their input; return their names.
+
+    A form may when it is attached (:func:`attnkit.attention.insert`) ``after`` a module whose output is a new
+    tensor that nothing else reads: a convolution, a normalisation layer (``FrozenBatchNorm2d`` included), an
+    attnkit ``BasicBlock``/``Bottleneck`` (the ``'after_block'`` position), or a path in ``fresh_targets``
+    (the ``nn.Identity`` left by a norm folded into its convolution: it passes the convolution's new output on).
+    Forms attached ``before`` a module, called by their parent, or after any other module (an ``nn.Identity``
+    placeholder, a user's block, a timm stage) keep writing a new tensor, as do forms whose blend reads ``x``
+    after the gates (``cbam``/``coord`` with ``gamma``: ``can_run_inplace`` is False).
+    """
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from ..attention.insert import attachments
+    from ..backbones.blocks import BasicBlock, Bottleneck
+    fresh = _FRESH_OUTPUT_TYPES + (FrozenBatchNorm2d, BasicBlock, Bottleneck)
+    names = []
+    for att in attachments(model):
+        if att.where != 'after' or not isinstance(att.attention, InferenceGate) or not att.attention.can_run_inplace:
+            continue
+        target = model.get_submodule(att.target_name) if att.target_name else model
+        if att.target_name in fresh_targets or isinstance(target, fresh):
+            att.attention.inplace = True
+            names.append(att.module_name)
+    return names

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import closest_names
-from .attention_fast import swap_inference_forms
+from .attention_fast import allow_inplace, swap_inference_forms
 from .fold import FoldReport, fold_batch_norms, fold_identity_attention
 
 __all__ = ['FastReport', 'prepare_fast', 'cpu_bf16_units', 'resolve_bf16', 'COMPILE_PARTS', 'ATTENTION_MODES']
@@ -49,6 +49,8 @@ class FastReport:
         compiled: submodules compiled with ``torch.compile``.
         attention_forms: ``{module name: attention type}`` of the modules swapped for their inference form.
         attention_mode: ``'fast'``, ``'compile'`` (forms compiled alone) or ``'eager'`` (no swap).
+        inplace_forms: names of the forms that write into their input's buffer
+            (:func:`~attnkit.deploy.attention_fast.allow_inplace`; ``'fast'`` mode without ``compile``).
     """
 
     fold: FoldReport
@@ -59,6 +61,7 @@ class FastReport:
     compiled: list[str] = field(default_factory=list)
     attention_forms: dict[str, str] = field(default_factory=dict)
     attention_mode: str = 'fast'
+    inplace_forms: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for the command line's output."""
@@ -79,7 +82,8 @@ class FastReport:
             counts[kind] = counts.get(kind, 0) + 1
         detail = f" ({', '.join(f'{k} {n}' for k, n in counts.items())})" if counts else ''
         done = ', compiled alone' if self.attention_mode == 'compile' and counts else ''
-        return f'{len(self.attention_forms)} attention modules in inference form{detail}{done}'
+        own = f', {len(self.inplace_forms)} in place' if self.inplace_forms else ''
+        return f'{len(self.attention_forms)} attention modules in inference form{detail}{done}{own}'
 
 
 def _cpuinfo_flags(path: str = '/proc/cpuinfo') -> set[str] | None:
@@ -188,6 +192,8 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
     if attention == 'compile' and compile:
         attention = 'fast'  # the compiled parts compile the forms inside them
     forms = {} if attention == 'eager' else swap_inference_forms(model, compile=attention == 'compile')
+    # eager forms only: a compiled graph fuses the passes itself
+    inplace = allow_inplace(model, set(fold.folded_norms)) if attention == 'fast' and not compile else []
     if channels_last:
         model.to(memory_format=torch.channels_last)
         entry = getattr(model, 'backbone', None)
@@ -205,5 +211,6 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
         compiled = parts
     model.forward = _fast_forward(model.forward, device.type, on)  # instance attribute: nn.Module calls it
     return model, FastReport(fold=fold, device=str(device), channels_last=channels_last, bf16=on,
-                             bf16_reason=why, compiled=compiled, attention_forms=forms, attention_mode=attention)
+                             bf16_reason=why, compiled=compiled, attention_forms=forms, attention_mode=attention,
+                             inplace_forms=inplace)
 
