@@ -270,3 +270,16 @@ def test_a_bag_trained_checkpoint_loads_into_the_config_without_the_bag(tmp_path
     save_safetensors(state, trained.metainfo, path)
     with pytest.raises(CheckpointError, match='unexpected head.extra.weight'), pytest.warns(UserWarning):
         load_model(cfg_of(False), path)
+    # the other way round: a checkpoint trained without the bag loads, for inference, into the config with it
+    # (the conv keeps its initial values, unused in eval); the answers are the plain model's
+    save_safetensors(plain.state_dict(), plain.metainfo, path)
+    with pytest.warns(UserWarning, match=r'2 weights of training-only parts are not in the checkpoint.*answer_bag\.conv'):
+        with_bag = load_model(cfg_of(True), path)
+    with torch.no_grad():
+        again = with_bag(batch)
+    assert all(torch.equal(g['scores'], e['scores']) for g, e in zip(again, expected))
+    # a missing weight outside the training-only parts still fails
+    state = {k: v for k, v in plain.state_dict().items() if not k.endswith('classifier.weight')}
+    save_safetensors(state, plain.metainfo, path)
+    with pytest.raises(CheckpointError, match='missing keys'):
+        load_model(cfg_of(True), path)

@@ -155,6 +155,7 @@ def load_model(cfg: Mapping[str, Any], checkpoint_path: str | os.PathLike) -> nn
     state, meta = load_weights(path)
     model = build_model(cfg['model'], metainfo=meta)
     state = drop_training_only(model, state, path)
+    state = keep_untrained_training_only(model, state, path)
     check_state_dict(model, state, path)
     model.load_state_dict(state)
     return model.eval()
@@ -181,3 +182,19 @@ def drop_training_only(model: nn.Module, state: Mapping[str, torch.Tensor], path
     warnings.warn(f'{path}: {len(dropped)} weights of training-only parts not in this model were not loaded '
                   f"({', '.join(sorted({k.rsplit('.', 1)[0] for k in dropped}))}).")
     return {k: v for k, v in state.items() if k not in dropped}
+
+
+def keep_untrained_training_only(model: nn.Module, state: Mapping[str, torch.Tensor],
+                                 path: str) -> dict[str, torch.Tensor]:
+    """``state`` completed with ``model``'s own (freshly initialised) weights for training-only parts it lacks
+    (:func:`training_only_prefixes`): a checkpoint trained without an auxiliary loss loads, for inference, into
+    a config with it (the part is not used in eval mode); a warning counts them. Resuming stays strict."""
+    own = model.state_dict()
+    prefixes = tuple(training_only_prefixes(model))
+    missing = [k for k in own if k not in state and prefixes and k.startswith(prefixes)]
+    if not missing:
+        return dict(state)
+    warnings.warn(f'{path}: {len(missing)} weights of training-only parts are not in the checkpoint; they keep '
+                  f"their initial values and are not used for inference "
+                  f"({', '.join(sorted({k.rsplit('.', 1)[0] for k in missing}))}).")
+    return {**state, **{k: own[k] for k in missing}}
