@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import CheckpointError
 
 __all__ = ['save_atomic', 'load_checkpoint', 'get_rng_state', 'set_rng_state', 'save_safetensors',
-           'load_weights', 'load_model', 'check_state_dict', 'training_only_prefixes', 'drop_training_only']
+           'load_weights', 'load_model', 'check_state_dict', 'training_only_prefixes', 'reconcile_training_only']
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
@@ -154,8 +154,7 @@ def load_model(cfg: Mapping[str, Any], checkpoint_path: str | os.PathLike) -> nn
     path = os.fspath(checkpoint_path)
     state, meta = load_weights(path)
     model = build_model(cfg['model'], metainfo=meta)
-    state = drop_training_only(model, state, path)
-    state = keep_untrained_training_only(model, state, path)
+    state = reconcile_training_only(model, state, path)
     check_state_dict(model, state, path)
     model.load_state_dict(state)
     return model.eval()
@@ -171,30 +170,34 @@ def training_only_prefixes(model: nn.Module) -> list[str]:
     return prefixes
 
 
-def drop_training_only(model: nn.Module, state: Mapping[str, torch.Tensor], path: str) -> dict[str, torch.Tensor]:
-    """``state`` without the keys of training-only parts (:func:`training_only_prefixes`) that ``model`` was built
-    without — a checkpoint trained with an auxiliary loss loads into the config without it; a warning counts them."""
-    own = model.state_dict()
-    prefixes = training_only_prefixes(model)
-    dropped = {k for k in state if k not in own and k.startswith(tuple(prefixes))}
-    if not dropped:
-        return dict(state)
-    warnings.warn(f'{path}: {len(dropped)} weights of training-only parts not in this model were not loaded '
-                  f"({', '.join(sorted({k.rsplit('.', 1)[0] for k in dropped}))}).")
-    return {k: v for k, v in state.items() if k not in dropped}
+def reconcile_training_only(model: nn.Module, state: Mapping[str, torch.Tensor],
+                            path: str) -> dict[str, torch.Tensor]:
+    """``state`` fitted to ``model`` for inference in the parts used only in training
+    (:func:`training_only_prefixes`, e.g. a VQA model's answer-bag conv), both ways:
 
+    - keys of such parts that ``model`` was built without are dropped (a checkpoint trained with an auxiliary loss
+      loads into the config without it);
+    - such parts that ``model`` has but the checkpoint lacks keep ``model``'s own initial weights (a checkpoint
+      trained without the loss loads into a config with it; the part is unused in eval mode).
 
-def keep_untrained_training_only(model: nn.Module, state: Mapping[str, torch.Tensor],
-                                 path: str) -> dict[str, torch.Tensor]:
-    """``state`` completed with ``model``'s own (freshly initialised) weights for training-only parts it lacks
-    (:func:`training_only_prefixes`): a checkpoint trained without an auxiliary loss loads, for inference, into
-    a config with it (the part is not used in eval mode); a warning counts them. Resuming stays strict."""
+    Each case is reported by one warning that counts the weights and names the parts. Any other mismatch is left
+    for :func:`check_state_dict`; resuming training does not call this (it stays strict).
+    """
     own = model.state_dict()
     prefixes = tuple(training_only_prefixes(model))
-    missing = [k for k in own if k not in state and prefixes and k.startswith(prefixes)]
-    if not missing:
+    if not prefixes:
         return dict(state)
-    warnings.warn(f'{path}: {len(missing)} weights of training-only parts are not in the checkpoint; they keep '
-                  f"their initial values and are not used for inference "
-                  f"({', '.join(sorted({k.rsplit('.', 1)[0] for k in missing}))}).")
-    return {**state, **{k: own[k] for k in missing}}
+
+    def parts(keys: list[str]) -> str:
+        return ', '.join(sorted({k.rsplit('.', 1)[0] for k in keys}))
+    dropped = [k for k in state if k not in own and k.startswith(prefixes)]
+    missing = [k for k in own if k not in state and k.startswith(prefixes)]
+    if dropped:
+        warnings.warn(f'{path}: {len(dropped)} weights of training-only parts not in this model were not loaded '
+                      f'({parts(dropped)}).')
+    if missing:
+        warnings.warn(f'{path}: {len(missing)} weights of training-only parts are not in the checkpoint; they keep '
+                      f'their initial values and are not used for inference ({parts(missing)}).')
+    fitted = {k: v for k, v in state.items() if k not in set(dropped)}
+    fitted.update({k: own[k] for k in missing})
+    return fitted

@@ -67,7 +67,7 @@ class VQAModel(Encoder):
     """
 
     # the answer-bag conv (aux_loss) is used only in training: its weights are skipped when a checkpoint trained
-    # with it is loaded into a model without it (attnkit.engine.checkpoint.drop_training_only)
+    # with it is loaded into a model without it (attnkit.engine.checkpoint.reconcile_training_only)
     training_only_prefixes = ('answer_bag.',)
 
     def __init__(self, question_encoder: Mapping[str, Any], head: Mapping[str, Any],
