@@ -172,3 +172,66 @@ def test_classification_branch_runs_on_the_shared_backbone_and_exports(tmp_path)
     with pytest.raises(ConfigError, match='cannot use mixup'):
         multitask(branches=dict(cls=dict(branches['cls'], mixup=dict(mixup_alpha=0.8))),
                   meta={'tasks': {'cls': meta['tasks']['cls']}})
+
+
+SHARED_FPN = dict(fpn=dict(type='FPN', in_indices=(1, 2, 3), out_channels=8, num_outs=3))
+SHARED_BRANCHES = dict(
+    det=dict(task='detection', inputs='fpn',
+             head=dict(type='FCOSHead', feat_channels=8, stacked_convs=1, strides=STRIDES, regress_ranges=RANGES,
+                       score_thr=0.0)),
+    seg=dict(task='segmentation', inputs='fpn',
+             decode_head=dict(type='fcn', in_index=0, channels=8, num_convs=1, dropout=0.0),
+             auxiliary_head=dict(type='fcn', in_index=1, channels=4, num_convs=1, dropout=0.0, loss_weight=0.4,
+                                 loss_name='loss_aux')),
+    vqa=BRANCHES['vqa'])
+
+
+def test_a_shared_neck_runs_once_for_its_branches_and_exports_as_their_own_neck(tmp_path):
+    model = multitask(SHARED_BRANCHES, necks=SHARED_FPN)
+    fill_weights(model)
+    sd = model.state_dict()
+    assert {k.split('.')[0] for k in sd} == {'backbone', 'necks', 'branches'}
+    assert not any(k.startswith(('branches.det.neck', 'branches.seg.neck')) for k in sd)
+    assert model.branches['det'].out_channels == (8, 8, 8) and model.branches['det'].strides == (8, 16, 32)
+    neck_calls = []
+    model.necks['fpn'].neck.register_forward_hook(lambda *a: neck_calls.append(1))
+    batch = full_batch()
+
+    # the FPN learns from both branches it feeds, not from the VQA branch (which reads the backbone)
+    model.train()
+    for name, fed in (('det', True), ('seg', True), ('vqa', False)):
+        model.zero_grad()
+        model({**batch, 'task': name})['loss'].backward()
+        grads = [p.grad for p in model.necks['fpn'].parameters()]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads) == fed, name
+
+    model.eval()
+    neck_calls.clear()
+    every = model.predict_all(batch)
+    assert neck_calls == [1]  # one FPN pass for detection and segmentation
+    for name in SHARED_BRANCHES:
+        path = model.export_branch(name, str(tmp_path / f'{name}.safetensors'))
+        state, meta = load_weights(path)
+        config = model.branch_config(name)
+        single = build_model(config, metainfo=meta)
+        check_state_dict(single, state, path)
+        single.load_state_dict(state)
+        if name != 'vqa':
+            assert config['neck']['type'] == 'FPN' and config['in_indices'] == (1, 2, 3) and 'inputs' not in config
+            torch.testing.assert_close(single.neck.state_dict(), model.necks['fpn'].neck.state_dict(), rtol=0, atol=0)
+        with torch.no_grad():
+            alone = single.eval()(batch)
+        assert len(flat(every[name])) == len(flat(alone)) > 0
+        for a, b in zip(flat(every[name]), flat(alone)):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_shared_neck_config_errors_name_what_is_wrong():
+    with pytest.raises(ConfigError, match=r"inputs='fnp'.*Did you mean 'fpn'"):
+        multitask({**SHARED_BRANCHES, 'det': {**SHARED_BRANCHES['det'], 'inputs': 'fnp'}}, necks=SHARED_FPN)
+    with pytest.raises(ConfigError, match=r"branch 'seg' reads the shared neck 'fpn' and sets neck"):
+        multitask({**SHARED_BRANCHES, 'seg': {**SHARED_BRANCHES['seg'], 'neck': dict(type='FPN', out_channels=8)}},
+                  necks=SHARED_FPN)
+    model = multitask(SHARED_BRANCHES, necks=SHARED_FPN)  # the neck's weights once, the seg aux head on layer3
+    assert sum(k.startswith('necks.fpn.neck.') for k in model.state_dict()) == len(model.necks['fpn'].state_dict())
+    assert model.branches['seg'].auxiliary_head.convs[0][0].weight.shape[1] == 16

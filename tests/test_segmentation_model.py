@@ -129,6 +129,15 @@ def test_padding_is_removed_before_resizing_to_the_original_size() -> None:
     assert labels.shape == (80, 96) and (labels == 2).all()
 
 
+def test_postprocess_labels_are_the_first_maximum_on_ties() -> None:
+    model = _model('fcn')
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 3, (5, 33, 47), generator=g).float()  # many ties between classes
+    labels = model.postprocess(scores, {'img_size': (33, 47), 'ori_size': (33, 47)})
+    ref = torch.from_numpy(scores.numpy().argmax(0))  # numpy: the first maximum
+    assert torch.equal(labels, ref) and labels.dtype == torch.long
+
+
 def test_flip_and_multiscale_tta_average_probabilities() -> None:
     model = _model('fcn', tta_flip=True, tta_scales=(0.5, 1.0))
     model.eval()

@@ -1,4 +1,4 @@
-"""``MultiTaskModel``: one shared backbone, a dict of task branches (each with its own neck and head).
+"""``MultiTaskModel``: one shared backbone, optional shared necks, a dict of task branches (own neck and head).
 
 ::
 
@@ -10,6 +10,12 @@
                      vqa=dict(task='vqa', in_indices=(0, 2), grid_fusion='concat', question_encoder=..., head=...)),
                  loss_weights=dict(det=1.0, seg=1.0, vqa=0.5),   # fixed multipliers (default 1)
                  loss_weighting='fixed')                          # or 'uncertainty' (weighting.py)
+
+A neck may be shared too: ``necks=dict(fpn=dict(type='FPN', in_indices=(1, 2, 3), out_channels=64, num_outs=3))``
+builds it once over the shared backbone outputs ``in_indices``, and a branch with ``inputs='fpn'`` (and no neck or
+``in_indices`` of its own) is its single-task model with that neck — e.g. detection and segmentation on ONE FPN,
+run once per image by ``predict_all`` (:mod:`.shared_neck`; ``inputs='backbone'``, the default, is a branch's own
+neck). State-dict keys ``necks.<name>.neck.*``; an exported branch gets the shared neck as its own ``neck.*``.
 
 Each branch is its single-task model (``Detector``, ``Segmentor``, ``VQAModel``, ``ImageClassifier``) built
 without a backbone (:mod:`.branches`): it takes the shared backbone's outputs through its ``forward(batch,
@@ -27,6 +33,7 @@ post-processing are the single-task code. State dict: ``backbone.*``, ``branches
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import OrderedDict
 from typing import Any, Mapping, Sequence
@@ -37,7 +44,8 @@ from torch import Tensor, nn
 from ...data.normalize import build_normalizer, image_sizes
 from ...errors import CheckpointError, ConfigError, DataError
 from ...registry import MODELS, closest_names
-from ..encoder import Encoder
+from ..encoder import Encoder, build_neck_on
+from .shared_neck import SharedNeck, attach_shared_neck
 from .branches import build_branch, check_branch_name, single_task_config, task_model_type
 from .weighting import build_loss_weighting
 
@@ -61,6 +69,8 @@ class MultiTaskModel(Encoder):
         loss_weights: fixed per-branch multipliers (default 1.0 each).
         loss_weighting: ``'fixed'`` or ``'uncertainty'`` (or ``dict(type='uncertainty', init=0.0)``).
         normalize: input normalisation shared by all branches (as in the single-task models).
+        necks: shared neck name -> neck config with ``in_indices`` (the backbone outputs it reads; default all);
+            a branch reads one with ``inputs=<name>``.
 
     Raises:
         ConfigError: no branches, a bad branch name, an unknown task (the registered tasks are listed), a branch
@@ -70,7 +80,8 @@ class MultiTaskModel(Encoder):
     def __init__(self, backbone: Mapping[str, Any], branches: Mapping[str, Mapping[str, Any]],
                  metainfo: Mapping[str, Any] | None = None, loss_weights: Mapping[str, float] | None = None,
                  loss_weighting: str | Mapping[str, Any] | None = 'fixed',
-                 normalize: Mapping[str, Any] | None = None) -> None:
+                 normalize: Mapping[str, Any] | None = None,
+                 necks: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         super().__init__()
         if not isinstance(branches, Mapping) or not branches:
             raise ConfigError('MultiTaskModel needs branches=dict(<name>=dict(task=..., ...), ...).')
@@ -78,16 +89,60 @@ class MultiTaskModel(Encoder):
         task_meta = self._task_metainfo(metainfo, names)
         self.normalizer = build_normalizer(normalize)
         self.init_encoder(backbone)
+        self.neck_cfgs = {check_branch_name(n): copy.deepcopy(dict(c)) for n, c in (necks or {}).items()}
+        self.necks = nn.ModuleDict()
+        self.neck_in_indices: dict[str, tuple[int, ...] | None] = {}
+        for n, c in self.neck_cfgs.items():
+            c = dict(c)
+            idx = c.pop('in_indices', None)
+            self.neck_in_indices[n] = None if idx is None else tuple(int(i) for i in idx)
+            neck, _ = build_neck_on(c, self.feature_spec.select(self.neck_in_indices[n]))
+            self.necks[n] = SharedNeck(neck)
+        self.inputs = {n: self._branch_inputs(n, b, ['backbone', *self.necks]) for n, b in branches.items()}
         self.branch_cfgs = {n: copy.deepcopy(dict(b)) for n, b in branches.items()}
         self.backbone_cfg = copy.deepcopy(dict(backbone))
         self.normalize_cfg = None if normalize is None else copy.deepcopy(dict(normalize))
         self.tasks = {n: dict(b).get('task') for n, b in branches.items()}
         for n, t in self.tasks.items():
             task_model_type(t, n)
-        self.branches = nn.ModuleDict({n: build_branch(n, b, self.feature_spec, task_meta.get(n), normalize)
-                                       for n, b in branches.items()})
+        self.branches = nn.ModuleDict({n: build_branch(n, self._own_config(n), self.feature_spec, task_meta.get(n),
+                                                       normalize) for n in branches})
+        for n, src in self.inputs.items():
+            if src != 'backbone':
+                attach_shared_neck(self.branches[n], self.necks[src])
         self.loss_weighting = build_loss_weighting(loss_weighting, names, loss_weights)
         self.metainfo = {'tasks': {n: dict(getattr(b, 'metainfo', {}) or {}) for n, b in self.branches.items()}}
+
+    @staticmethod
+    def _branch_inputs(name: str, cfg: Mapping[str, Any], sources: list[str]) -> str:
+        """The features branch ``name`` reads: ``'backbone'`` or a shared neck (ConfigError otherwise)."""
+        src = dict(cfg).get('inputs', 'backbone') if isinstance(cfg, Mapping) else 'backbone'
+        if src not in sources:
+            close = closest_names(str(src), sources)
+            hint = f" Did you mean {close[0]!r}?" if close else ''
+            raise ConfigError(f"MultiTaskModel branch {name!r}: inputs={src!r} is not 'backbone' or a shared neck."
+                              f'{hint} Choices: {_names(sources)}.')
+        if src != 'backbone':
+            own = [k for k in ('neck', 'in_indices') if dict(cfg).get(k) is not None]
+            if own:
+                raise ConfigError(f"MultiTaskModel branch {name!r} reads the shared neck {src!r} and sets "
+                                  f"{', '.join(own)}: a branch on a shared neck takes all its outputs (heads pick "
+                                  'levels with their in_index) and has no neck of its own.')
+        return src
+
+    def _own_config(self, name: str) -> dict[str, Any]:
+        """Branch ``name``'s single-task model config (less the shared parts): without ``inputs``; on a shared
+        neck, with that neck's config and ``in_indices``."""
+        cfg = self.branch_cfgs[name]
+        if not isinstance(cfg, Mapping):
+            return cfg  # build_branch names the error
+        out = {k: v for k, v in cfg.items() if k != 'inputs'}
+        src = self.inputs[name]
+        if src != 'backbone':
+            neck = copy.deepcopy(self.neck_cfgs[src])
+            neck.pop('in_indices', None)
+            out.update(neck=neck, in_indices=self.neck_in_indices[src])
+        return out
 
     @staticmethod
     def _task_metainfo(metainfo: Mapping[str, Any] | None, names: list[str]) -> dict[str, Any]:
@@ -168,22 +223,29 @@ class MultiTaskModel(Encoder):
         run = [n for n in names if self.tasks[n] != 'vqa' or has_questions]
         feats = self.shared_features(batch) if any(self._needs_image(n) for n in run) else ()
         out: dict[str, Any] = {}
-        for name in run:
-            sub = batch
-            if self.tasks[name] == 'vqa' and 'image_index' not in batch:
-                if batch['images'].shape[0] != 1:
-                    raise DataError('MultiTaskModel.predict_all: VQA questions on several images need '
-                                    "batch['image_index'] (question -> image).")
-                sub = {**batch, 'image_index': torch.zeros(batch['input_ids'].shape[0], dtype=torch.long,
-                                                           device=batch['input_ids'].device)}
-            out[name] = self.branches[name](sub, feats=feats)
+        with contextlib.ExitStack() as stack:
+            for neck in self.necks.values():
+                stack.enter_context(neck.reuse())
+            for name in run:
+                out[name] = self._predict_branch(name, batch, feats)
         return out
+
+    def _predict_branch(self, name: str, batch: Mapping[str, Any], feats: tuple[Tensor, ...]) -> Any:
+        sub = batch
+        if self.tasks[name] == 'vqa' and 'image_index' not in batch:
+            if batch['images'].shape[0] != 1:
+                raise DataError('MultiTaskModel.predict_all: VQA questions on several images need '
+                                "batch['image_index'] (question -> image).")
+            sub = {**batch, 'image_index': torch.zeros(batch['input_ids'].shape[0], dtype=torch.long,
+                                                       device=batch['input_ids'].device)}
+        return self.branches[name](sub, feats=feats)
 
     # -- single-task export ------------------------------------------------------------------------
     def branch_config(self, name: str) -> dict[str, Any]:
         """The single-task model config equivalent to branch ``name`` (shared backbone and normalisation)."""
         name = self.branch_name(name)
-        return single_task_config(self.branch_cfgs[name], self.backbone_cfg, self.normalize_cfg)
+        branch = self._own_config(name)
+        return single_task_config(branch, self.backbone_cfg, self.normalize_cfg)
 
     def branch_state_dict(self, name: str) -> 'OrderedDict[str, Tensor]':
         """Branch ``name`` as a single-task state dict: ``backbone.*`` + the branch's own keys (same tensors)."""
@@ -191,6 +253,8 @@ class MultiTaskModel(Encoder):
         state: OrderedDict[str, Tensor] = OrderedDict()
         if self._needs_image(name):
             state.update(self.backbone.state_dict(prefix='backbone.'))
+        if self.inputs[name] != 'backbone':
+            state.update(self.necks[self.inputs[name]].neck.state_dict(prefix='neck.'))
         state.update(self.branches[name].state_dict())
         return state
 
