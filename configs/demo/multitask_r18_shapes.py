@@ -61,26 +61,30 @@ model = dict(
     backbone=dict(type='ResNet', depth=18, base_channels=32, out_indices=(0, 1, 2, 3),
                   attention=dict(type='cbam', stages=(False, True, True, True))),
     branches=dict(
-        # the FCOS demo's neck and head on layers 2-4 (strides 8, 16, 32)
+        # the FCOS demo's neck and head on layers 2-4 (strides 8, 16, 32), with ONE conv per tower instead of 3
+        # (inference: docs/multitask.md "Lighter branches"; AP 0.781 as with 3)
         det=dict(task='detection', in_indices=(1, 2, 3),
                  neck=dict(type='FPN', out_channels=64, num_outs=3, start_level=0),
-                 head=dict(type='FCOSHead', feat_channels=64, stacked_convs=3, strides=(8, 16, 32),
+                 head=dict(type='FCOSHead', feat_channels=64, stacked_convs=1, strides=(8, 16, 32),
                            regress_ranges=((-1, 16), (16, 32), (32, 1e8)), center_sampling=True,
                            center_sample_radius=1.5, norm_on_bbox=True, score_thr=0.05, nms_pre=1000,
                            iou_thr=0.6, max_per_img=100)),
-        # DANet on the stride-8 level of its own FPN (the DANet demo's output stride 8 without dilation);
-        # the auxiliary FCN reads layer3 as in the demo
-        seg=dict(task='segmentation', in_indices=(0, 1, 2, 3),
-                 neck=dict(type='FPN', out_channels=64, num_outs=4, start_level=0),
-                 decode_head=dict(type='danet', in_index=1, channels=32, pam=dict(type='danet_pam', reduction=8),
+        # DANet on the stride-8 level (P3) of its own FPN over layers 2-4 (the DANet demo's output stride 8
+        # without dilation; a stride-4 level would be computed and never read); the auxiliary FCN reads layer3
+        # (auxiliary heads read the backbone maps in_indices) as in the demo. One FPN shared with the detection
+        # branch is possible (necks=..., inputs=...; docs/multitask.md): faster, but VQA 0.886 in its run
+        seg=dict(task='segmentation', in_indices=(1, 2, 3),
+                 neck=dict(type='FPN', out_channels=64, num_outs=3, start_level=0),
+                 decode_head=dict(type='danet', in_index=0, channels=32, pam=dict(type='danet_pam', reduction=8),
                                   cam=dict(type='danet_cam'), identity_init=True, aux_weight=0.5, dropout=0.1),
-                 auxiliary_head=dict(type='fcn', in_index=2, channels=16, num_convs=1, concat_input=False,
+                 auxiliary_head=dict(type='fcn', in_index=1, channels=16, num_convs=1, concat_input=False,
                                      dropout=0.1, loss_weight=0.4, loss_name='loss_aux'),
                  test_mode='whole'),
-        # the MCAN demo: layer1 (colour, edges) pooled to layer3's 8x8 grid, next to layer3 (shape)
+        # the MCAN demo (one layer instead of 2: the from-scratch recipe's, docs/bench/vqa.md): layer1 (colour,
+        # edges) pooled to layer3's 8x8 grid, next to layer3 (shape)
         vqa=dict(task='vqa', in_indices=(0, 2), grid_fusion='concat',
                  question_encoder=dict(type='gru', embed_dim=64, hidden_dim=128, dropout=0.0),
-                 head=dict(type='mcan', dim=128, heads=4, ffn=256, depth=2, flat_hidden=128, glimpses=2,
+                 head=dict(type='mcan', dim=128, heads=4, ffn=256, depth=1, flat_hidden=128, glimpses=2,
                            out_dim=256, dropout=0.0, pos_embed=True, count_glimpses=4),
                  loss_reduction='num_answers', topk=5,
                  # the answer-bag loss (docs/vqa.md) starts the colour read-out (colour questions 0.23 -> 0.99);
