@@ -98,8 +98,8 @@ class MultiTaskModel(Encoder):
             self.neck_in_indices[n] = None if idx is None else tuple(int(i) for i in idx)
             neck, _ = build_neck_on(c, self.feature_spec.select(self.neck_in_indices[n]))
             self.necks[n] = SharedNeck(neck)
-        self.inputs = {n: self._branch_inputs(n, b, ['backbone', *self.necks]) for n, b in branches.items()}
         self.branch_cfgs = {n: copy.deepcopy(dict(b)) for n, b in branches.items()}
+        self.inputs = {n: self._branch_inputs(n, b, ['backbone', *self.necks]) for n, b in self.branch_cfgs.items()}
         self.backbone_cfg = copy.deepcopy(dict(backbone))
         self.normalize_cfg = None if normalize is None else copy.deepcopy(dict(normalize))
         self.tasks = {n: dict(b).get('task') for n, b in branches.items()}
@@ -114,33 +114,28 @@ class MultiTaskModel(Encoder):
         self.metainfo = {'tasks': {n: dict(getattr(b, 'metainfo', {}) or {}) for n, b in self.branches.items()}}
 
     @staticmethod
-    def _branch_inputs(name: str, cfg: Mapping[str, Any], sources: list[str]) -> str:
+    def _branch_inputs(name: str, cfg: dict[str, Any], sources: list[str]) -> str:
         """The features branch ``name`` reads: ``'backbone'`` or a shared neck (ConfigError otherwise)."""
-        src = dict(cfg).get('inputs', 'backbone') if isinstance(cfg, Mapping) else 'backbone'
+        src = cfg.get('inputs', 'backbone')
         if src not in sources:
             close = closest_names(str(src), sources)
             hint = f" Did you mean {close[0]!r}?" if close else ''
             raise ConfigError(f"MultiTaskModel branch {name!r}: inputs={src!r} is not 'backbone' or a shared neck."
                               f'{hint} Choices: {_names(sources)}.')
-        if src != 'backbone':
-            own = [k for k in ('neck', 'in_indices') if dict(cfg).get(k) is not None]
-            if own:
-                raise ConfigError(f"MultiTaskModel branch {name!r} reads the shared neck {src!r} and sets "
-                                  f"{', '.join(own)}: a branch on a shared neck takes all its outputs (heads pick "
-                                  'levels with their in_index) and has no neck of its own.')
+        own = [k for k in ('neck', 'in_indices') if cfg.get(k) is not None]
+        if src != 'backbone' and own:
+            raise ConfigError(f"MultiTaskModel branch {name!r} reads the shared neck {src!r} and sets "
+                              f"{', '.join(own)}: such a branch gets that neck and its in_indices (set them on "
+                              'the neck); heads pick its levels with their in_index.')
         return src
 
     def _own_config(self, name: str) -> dict[str, Any]:
         """Branch ``name``'s single-task model config (less the shared parts): without ``inputs``; on a shared
         neck, with that neck's config and ``in_indices``."""
-        cfg = self.branch_cfgs[name]
-        if not isinstance(cfg, Mapping):
-            return cfg  # build_branch names the error
-        out = {k: v for k, v in cfg.items() if k != 'inputs'}
+        out = {k: v for k, v in self.branch_cfgs[name].items() if k != 'inputs'}
         src = self.inputs[name]
         if src != 'backbone':
-            neck = copy.deepcopy(self.neck_cfgs[src])
-            neck.pop('in_indices', None)
+            neck = {k: copy.deepcopy(v) for k, v in self.neck_cfgs[src].items() if k != 'in_indices'}
             out.update(neck=neck, in_indices=self.neck_in_indices[src])
         return out
 
@@ -244,8 +239,7 @@ class MultiTaskModel(Encoder):
     def branch_config(self, name: str) -> dict[str, Any]:
         """The single-task model config equivalent to branch ``name`` (shared backbone and normalisation)."""
         name = self.branch_name(name)
-        branch = self._own_config(name)
-        return single_task_config(branch, self.backbone_cfg, self.normalize_cfg)
+        return single_task_config(self._own_config(name), self.backbone_cfg, self.normalize_cfg)
 
     def branch_state_dict(self, name: str) -> 'OrderedDict[str, Tensor]':
         """Branch ``name`` as a single-task state dict: ``backbone.*`` + the branch's own keys (same tensors)."""
