@@ -10,7 +10,7 @@ from attnkit.attention import attachments, reattach
 from attnkit.attention.base import AttentionModule
 from attnkit.attention.insert import _WithAttention
 from attnkit.builder import build_attention, build_backbone
-from attnkit.deploy import prepare_fast
+from attnkit.deploy import prepare_fast, swap_inference_forms
 from attnkit.deploy.attention_fast import InferenceGate, inference_form
 from attnkit.errors import ConfigError
 
@@ -26,16 +26,19 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / a.abs().max().clamp_min(1.0)).item()
 
 
+@pytest.mark.parametrize('for_compiler', [False, True], ids=['eager-form', 'compiler-form'])
 @pytest.mark.parametrize('gamma', [True, False], ids=['gamma', 'no-gamma'])
 @pytest.mark.parametrize('fmt', [torch.contiguous_format, torch.channels_last], ids=['nchw', 'nhwc'])
-def test_every_inference_form_computes_its_module(gamma, fmt):
-    """Module alone, N=2, H != W: same values (1e-5), same shape and memory format as the eager module."""
+def test_every_inference_form_computes_its_module(gamma, fmt, for_compiler):
+    """Module alone, N=2, H != W: same values (1e-5), same shape and memory format as the eager module; also
+    the formulations written for torch.compile (``for_compiler``, run eagerly here)."""
     for i, (kind, opts) in enumerate(SPECS):
         torch.manual_seed(i)
         module = build_attention(dict(type=kind, **opts), 24, identity_init=gamma).eval()
         randomise_norms(module, i, gammas=True)
         x = (torch.randn(2, 24, 7, 10) * 3).contiguous(memory_format=fmt)
         form = inference_form(module)
+        form.for_compiler = for_compiler
         assert isinstance(form, InferenceGate) and form.source_type == kind
         assert f'gamma={"none" if not gamma else format(float(module.gamma.detach()), ".4g")}' in repr(form)
         with torch.no_grad():
@@ -89,6 +92,25 @@ def test_fast_path_equals_eager_on_attention_backbones(kind, position):
     assert all(m.inplace for m in fast.modules() if isinstance(m, InferenceGate))
     for a, b in zip(expected, fast(x)):
         assert _rel(a, b) <= 1e-5, (kind, _rel(a, b))
+
+
+@pytest.mark.parametrize('fmt', [torch.contiguous_format, torch.channels_last], ids=['nchw', 'nhwc'])
+def test_compiled_cbam_form_equals_its_module(fmt):
+    """attention='compile' on a CBAM backbone block really compiles (inductor) the formulation written for it,
+    and the compiled form computes the eager module (1e-5), in x's memory format; x is left as it was."""
+    torch.manual_seed(0)
+    module = build_attention(dict(type='cbam'), 32, identity_init=True).eval()
+    randomise_norms(module, 0, gammas=True)
+    holder = torch.nn.Sequential(module)
+    swapped = swap_inference_forms(holder, compile=True)
+    form = holder[0]
+    assert swapped == {'0': 'cbam'} and form.for_compiler and form._compiled_call_impl is not None
+    x = (torch.randn(2, 32, 9, 12) * 3).contiguous(memory_format=fmt)
+    before = x.clone()
+    with torch.no_grad():
+        expected, got = module(x), form(x)
+    assert _rel(expected, got) <= 1e-5 and got.is_contiguous(memory_format=fmt)
+    assert torch.equal(x, before)
 
 
 class _Tapped(torch.nn.Module):

@@ -242,7 +242,8 @@ def test_bf16_detection_and_forced_bf16_runs_under_autocast(tmp_path):
     with torch.no_grad():
         fp32 = model.encode_decode(model.normalizer(images))
     fast, report = prepare_fast(model, bf16=True)
-    assert report.bf16 and 'bf16=True requested' in report.bf16_reason
+    # the reason says the setting overrode the detection only where this CPU has no bf16 units
+    assert report.bf16 and ('bf16=True requested' in report.bf16_reason) == (not cpu_bf16_units()[0])
     fast({'images': images, 'metas': metas})
     assert dtypes == [torch.float32, torch.bfloat16]
     with pytest.raises(ConfigError, match='prepared already'):
@@ -313,7 +314,12 @@ def test_test_command_fast_gives_the_eager_metrics(seg_files, run_cli):
     assert 'mIoU' in eager[1] and 'mIoU' in fast[1]
     m_eager, m_fast = (json.loads((tmp / f'{m}.json').read_text()) for m in ('eager', 'fast'))
     assert m_eager['mIoU'] > 0.05 and m_eager['aAcc'] > 0.05  # a non-trivial prediction: every pixel counts
-    assert {k: round(v, 3) for k, v in m_eager.items()} == {k: round(v, 3) for k, v in m_fast.items()}
+    if 'bf16 off' in fast[2]:  # fp32 fast path: the same metrics to 3 digits
+        assert {k: round(v, 3) for k, v in m_eager.items()} == {k: round(v, 3) for k, v in m_fast.items()}
+    else:  # a CPU with bf16 units: the fast path autocasts to bf16; the issue's bound is 0.005 per metric
+        assert 'bf16 on' in fast[2] and cpu_bf16_units()[0]
+        assert m_eager.keys() == m_fast.keys()
+        assert all(abs(m_eager[k] - m_fast[k]) <= 0.005 for k in m_eager), (m_eager, m_fast)
 
 
 def test_fast_attention_option_picks_the_attention_form(seg_files, run_cli):
@@ -360,7 +366,13 @@ def test_bench_deploy_smoke_writes_the_table(tmp_path, capsys):
     assert len(rows) == 4, text  # torchvision, attnkit eager, fast, ONNX Runtime
     assert '| torchvision lraspp_mobilenet_v3_large eager |' in rows[0] and '| 1.00 |' in rows[0]
     assert '| ONNX Runtime |' in rows[3]
-    assert '100.000 % pixels equal' in rows[2] and '| attnkit fast |' in rows[2]
+    assert '| attnkit fast |' in rows[2]
+    # fp32 (a CPU without bf16 units): the same pixels; bf16 autocast (the fast path's choice on a CPU with
+    # avx512_bf16/AMX) rounds near-ties of this random network differently: most pixels still agree
+    fcn_notes = next(line for line in text.splitlines() if line.startswith('- fcn_512: fast path on cpu'))
+    agree = float(rows[2].split(' % pixels equal')[0].rsplit('| ', 1)[1])
+    assert ('bf16 on' in fcn_notes) == cpu_bf16_units()[0]
+    assert agree == 100.0 if 'bf16 off' in fcn_notes else agree >= 90.0, (fcn_notes, rows[2])
     assert 'Machine:' in text and 'threads' in text and 'Load before' in text
     for kind in ('plain', 'cbam', 'se', 'gc'):
         assert f'| {kind} | fast |' in text
@@ -398,6 +410,20 @@ def test_bench_deploy_smoke_writes_the_table(tmp_path, capsys):
         '2 boxes, labels equal, max |box diff| 1.0e-03 px'
     with pytest.raises(ConfigError, match="'fcos_512'"):
         deploy.main(['--only', 'fcos512'])
+
+
+def test_attention_table_times_compiled_forms_inside_their_calls():
+    """--compile-attention-only: the cbam forms compiled alone (no whole-backbone compile) get a row with the
+    time inside them (a timer round the compiled call: forward hooks would break its graph); that time is part
+    of the whole call and of the same order as the eager forms' (not the 30x of a broken graph)."""
+    from attnkit.benchmarks import deploy
+    table = deploy.attention_overhead(iters=3, warmup=1, compile='attention', tiny=True, kinds=('cbam',))
+    rows = table['rows']
+    assert set(rows) == {'plain fast', 'cbam fast', 'cbam fast, eager attention', 'cbam fast, compiled attention'}
+    compiled = rows['cbam fast, compiled attention']
+    assert 0 < compiled['attention_s'] < compiled['median_s']
+    assert compiled['attention_s'] < 5 * rows['cbam fast, eager attention']['attention_s']
+    assert any(note.startswith('cbam fast, compiled attention: compile (first call)') for note in table['notes'])
 
 
 def test_compile_option_compiles_the_model_and_keeps_the_output():

@@ -329,7 +329,7 @@ ATTENTION_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def attention_overhead(*, iters: int, warmup: int, compile: bool, tiny: bool, size: int | None = None,
+def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bool, size: int | None = None,
                        kinds: tuple[str, ...] = ('cbam', 'se', 'gc')) -> dict[str, Any]:
     """Median seconds of ResNet backbones with attention vs the plain one, on the fast path.
 
@@ -337,11 +337,13 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool, tiny: bool, si
     attention`` (the modules as trained, for comparison), and with ``compile`` ``fast, compiled attention``
     (each inference form compiled alone) and ``fast + compile`` (the whole backbone compiled). The plain backbone
     has no attention, so it runs ``fast`` (and ``fast + compile``) only; each row's overhead is against the plain
-    row of the same compile state. The first call (compilation) happens in the warm-up.
+    row of the same compile state. The first call (compilation) happens in the warm-up. ``compile='attention'``
+    adds only ``fast, compiled attention`` (seconds to compile, against minutes for a whole backbone).
 
-    Whole-call differences of a few % drown in the noise of a loaded machine, so uncompiled rows also give the
-    time spent inside the attention modules (forward pre/post hooks, summed per call, median over calls) and its
-    share of the plain backbone's median: the overhead measured directly.
+    Whole-call differences of a few % drown in the noise of a loaded machine, so the rows other than ``fast +
+    compile`` also give the time spent inside the attention modules (forward pre/post hooks, or a timer round a
+    compiled form's call; summed per call, median over calls) and its share of the plain backbone's median: the
+    overhead measured directly.
 
     Returns:
         ``{'size': px, 'rows': {'<kind> <variant>': {'median_s', 'overhead', 'all_s', 'attention_s',
@@ -352,7 +354,8 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool, tiny: bool, si
     size = size or (64 if tiny else 512)
     base = dict(type='ResNet', depth=18, base_channels=8) if tiny else dict(type='ResNet', depth=50)
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    variants = [v for v in ATTENTION_VARIANTS if compile or 'compile' not in v]
+    variants = [v for v in ATTENTION_VARIANTS
+                if 'compile' not in v or compile is True or (compile == 'attention' and v != 'fast + compile')]
     runners: dict[str, Callable[[], Any]] = {}
     inside: dict[str, list[float]] = {}  # per call: seconds inside the attention modules
     notes: list[str] = []
@@ -373,7 +376,7 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool, tiny: bool, si
                 fast(x)
                 notes.append(f'{kind} {variant}: compile (first call) {time.perf_counter() - start:.0f} s')
             name = f'{kind} {variant}'
-            if kind != 'plain' and 'compile' not in variant:
+            if kind != 'plain' and variant != 'fast + compile':
                 inside[name] = []
                 fast = _time_attention(fast, inside[name])
             runners[name] = (lambda m, acc: (lambda: (acc.append(0.0) if acc is not None else None, m(x))))(
@@ -401,8 +404,20 @@ def _time_attention(model: nn.Module, calls: list[float]) -> nn.Module:
 
     def post(module: nn.Module, args: Any, out: Any) -> None:
         calls[-1] += time.perf_counter() - starts.pop()
+
+    def timed(call: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            out = call(*args, **kwargs)
+            calls[-1] += time.perf_counter() - start
+            return out
+        return run
     for module in model.modules():
         if isinstance(module, (AttentionModule, InferenceGate)):
+            compiled = getattr(module, '_compiled_call_impl', None)
+            if compiled is not None:  # hooks would be traced into its graph and break it (30x slower): wrap it
+                module._compiled_call_impl = timed(compiled)
+                continue
             module.register_forward_pre_hook(pre)
             module.register_forward_hook(post)
     return model
@@ -495,6 +510,7 @@ def json_report(results: list[dict[str, Any]], attention: dict[str, Any] | None,
 
 def main(argv: list[str]) -> int:
     """``attnkit bench deploy [--iters N] [--only NAME] [--out FILE] [--json FILE] [--smoke] [--no-compile]
+    [--compile-attention-only]
     [--no-onnx] [--threads N] [--attention-size PX]``."""
     parser = argparse.ArgumentParser(prog='attnkit bench deploy', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -506,6 +522,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument('--smoke', action='store_true', help='tiny models at 64², 1 call each (tests the plumbing)')
     parser.add_argument('--no-compile', dest='compile', action='store_false',
                         help='skip the torch.compile variants (they compile for minutes on a CPU)')
+    parser.add_argument('--compile-attention-only', action='store_true',
+                        help='of the torch.compile variants, run only "fast, compiled attention" (the attention '
+                             'table\'s forms compiled alone: seconds, not minutes)')
     parser.add_argument('--no-onnx', dest='onnx', action='store_false', help='skip the ONNX Runtime column')
     parser.add_argument('--threads', type=int, help='torch threads (default: torch default)')
     parser.add_argument('--attention-size', type=int, metavar='PX',
@@ -527,7 +546,7 @@ def main(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     iters, warmup = (1, 0) if args.smoke else (args.iters, args.warmup)
-    compile_ = args.compile and not args.smoke
+    compile_ = args.compile and not args.smoke and not args.compile_attention_only
     selected = args.only or list(known)
     facts = machine_facts()
     peak = sgemm_peak(0.3 if args.smoke else 2.5)
@@ -546,7 +565,8 @@ def main(argv: list[str]) -> int:
     attention = None
     if 'attention' in selected:
         print('[bench deploy] attention ...', flush=True)
-        attention = attention_overhead(iters=iters, warmup=warmup, compile=compile_, tiny=args.smoke,
+        attention_compile = 'attention' if args.compile_attention_only and args.compile else compile_
+        attention = attention_overhead(iters=iters, warmup=warmup, compile=attention_compile, tiny=args.smoke,
                                        size=args.attention_size)
     command = ('attnkit bench deploy ' + ' '.join(argv)).strip()
     facts_after = machine_facts()

@@ -191,7 +191,8 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
     fold_batch_norms(model, fold)
     if attention == 'compile' and compile:
         attention = 'fast'  # the compiled parts compile the forms inside them
-    forms = {} if attention == 'eager' else swap_inference_forms(model, compile=attention == 'compile')
+    forms = {} if attention == 'eager' else swap_inference_forms(
+        model, compile=attention == 'compile', for_compiler=compile)
     # eager forms only: a compiled graph fuses the passes itself
     inplace = allow_inplace(model, set(fold.folded_norms)) if attention == 'fast' and not compile else []
     if channels_last:
