@@ -266,7 +266,7 @@ def _interleaved(runners: dict[str, Callable[[], Any]], iters: int, warmup: int)
     return times
 
 
-def run_case(case: Case, *, iters: int, warmup: int, compile: bool, onnx: bool, tiny: bool,
+def run_case(case: Case, *, iters: int, warmup: int, compile: bool, onnx: bool, tiny: bool, bf16: Any = 'auto',
              peak_gflops: float | None = None) -> dict[str, Any]:
     """Time every variant of ``case``; returns ``{'rows': {variant: {...}}, 'notes': [...], 'flops': {...}}``.
 
@@ -278,13 +278,13 @@ def run_case(case: Case, *, iters: int, warmup: int, compile: bool, onnx: bool, 
     ref_model, ref_call = _reference(case, tiny)
     model, batch = _attnkit_model_and_batch(case)
     flops = {'reference': _flops_or_none(ref_call), 'attnkit': _flops_or_none(lambda: model(batch))}
-    fast, report = prepare_fast(copy.deepcopy(model))
+    fast, report = prepare_fast(copy.deepcopy(model), bf16=bf16)
     runners: dict[str, Callable[[], Any]] = {f'torchvision {case.reference} eager': ref_call,
                                              'attnkit eager': lambda: model(batch), 'attnkit fast': lambda: fast(batch)}
     notes = list(case.notes) + [report.summary()]
     compiled = None
     if compile:
-        compiled, _ = prepare_fast(copy.deepcopy(model), compile=True)
+        compiled, _ = prepare_fast(copy.deepcopy(model), compile=True, bf16=bf16)
         start = time.perf_counter()
         compiled(batch)
         notes.append(f'compile (first call) {time.perf_counter() - start:.0f} s')
@@ -330,6 +330,7 @@ ATTENTION_VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bool, size: int | None = None,
+                       bf16: Any = 'auto',
                        kinds: tuple[str, ...] = ('cbam', 'se', 'gc')) -> dict[str, Any]:
     """Median seconds of ResNet backbones with attention vs the plain one, on the fast path.
 
@@ -368,7 +369,7 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
         for variant in variants:
             if kind == 'plain' and variant not in ('fast', 'fast + compile'):
                 continue
-            fast, report = prepare_fast(copy.deepcopy(model), **ATTENTION_VARIANTS[variant])
+            fast, report = prepare_fast(copy.deepcopy(model), bf16=bf16, **ATTENTION_VARIANTS[variant])
             if variant == 'fast':
                 notes.append(f'{kind}: {report.summary()}')
             if 'compile' in variant:
@@ -510,7 +511,7 @@ def json_report(results: list[dict[str, Any]], attention: dict[str, Any] | None,
 
 def main(argv: list[str]) -> int:
     """``attnkit bench deploy [--iters N] [--only NAME] [--out FILE] [--json FILE] [--smoke] [--no-compile]
-    [--compile-attention-only]
+    [--compile-attention-only] [--fast-dtype auto|fp32|bf16]
     [--no-onnx] [--threads N] [--attention-size PX]``."""
     parser = argparse.ArgumentParser(prog='attnkit bench deploy', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -530,6 +531,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument('--attention-size', type=int, metavar='PX',
                         help='input size of the attention-overhead table (default 512; smoke 64)')
     parser.add_argument('--json', help='also write the figures as JSON to this file')
+    parser.add_argument('--fast-dtype', choices=('auto', 'fp32', 'bf16'), default='auto',
+                        help='the fast rows\' dtype: auto = bf16 on a CPU with bf16 units (or CUDA), else fp32')
     args = parser.parse_args(argv)
     known = CASES + ('attention',)
     for name in args.only or []:
@@ -547,6 +550,7 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     iters, warmup = (1, 0) if args.smoke else (args.iters, args.warmup)
     compile_ = args.compile and not args.smoke and not args.compile_attention_only
+    bf16: Any = {'auto': 'auto', 'fp32': False, 'bf16': True}[args.fast_dtype]
     selected = args.only or list(known)
     facts = machine_facts()
     peak = sgemm_peak(0.3 if args.smoke else 2.5)
@@ -557,7 +561,7 @@ def main(argv: list[str]) -> int:
             print(f'[bench deploy] {name} ...', flush=True)
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')
-                results.append(run_case(all_cases[name], iters=iters, warmup=warmup, compile=compile_,
+                results.append(run_case(all_cases[name], iters=iters, warmup=warmup, compile=compile_, bf16=bf16,
                                         onnx=args.onnx, tiny=args.smoke, peak_gflops=peak['gflops']))
             for variant, row in results[-1]['rows'].items():  # progress on stderr: the full run takes a while
                 print(f"  {variant}: {_ms(row['median_s'])} ms ({row['ratio']:.2f} x torchvision) {row['check']}",
@@ -567,7 +571,7 @@ def main(argv: list[str]) -> int:
         print('[bench deploy] attention ...', flush=True)
         attention_compile = 'attention' if args.compile_attention_only and args.compile else compile_
         attention = attention_overhead(iters=iters, warmup=warmup, compile=attention_compile, tiny=args.smoke,
-                                       size=args.attention_size)
+                                       size=args.attention_size, bf16=bf16)
     command = ('attnkit bench deploy ' + ' '.join(argv)).strip()
     facts_after = machine_facts()
     text = markdown(results, attention, facts, facts_after, command, iters, peak)
