@@ -254,3 +254,31 @@ def test_pretrain_finetune_tool_reads_runs_and_tabulates(tmp_path) -> None:
     assert rows['classification pre-training -> fine-tune'][0] == '0.600 ± 0.141'  # stdev([0.5, 0.7]) = 0.1414
     assert rows['classification pre-training -> fine-tune'][2] == '3.0'  # (120 + 60) s
     assert rows['(pre-training alone; its top1)'][0] == '0.925 ± 0.035'
+
+
+def test_a_checkpoint_loads_without_the_backbone_pretraining_file(tmp_path) -> None:
+    """``attnkit test/infer`` path (load_model): a config whose backbone names a pre-training weights file (the VQA
+    demo's stage 1) loads a trained checkpoint when that file is gone; the structure the file implied (identity
+    attention with a gamma) is kept and every weight comes from the checkpoint."""
+    from mmengine.config import Config
+
+    from attnkit.engine import load_model
+    pretrained = tmp_path / 'stage1.safetensors'
+    source = ResNet(depth=18, base_channels=8)
+    save_safetensors(source.state_dict(), {}, str(pretrained))
+    cfg = Config(dict(model=dict(
+        type='Segmentor', decode_head=dict(type='fcn', in_index=3, channels=8, num_convs=1),
+        backbone=dict(type='ResNet', depth=18, base_channels=8, out_indices=(0, 1, 2, 3), output_stride=8,
+                      pretrained=str(pretrained), attention=dict(type='se', stages=(False, False, True, True))))))
+    torch.manual_seed(0)
+    model = _randomise(build_model(cfg.model, metainfo={'classes': ['a', 'b']}), 1)
+    assert _gammas(model)  # identity init because a pretrained file was given
+    ckpt = tmp_path / 'model.safetensors'
+    save_safetensors(model.state_dict(), model.metainfo, str(ckpt))
+    pretrained.unlink()
+    loaded = load_model(cfg, ckpt)
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    assert cfg.model.backbone.pretrained == str(pretrained)  # the user's config is not changed
+    with pytest.raises(CheckpointError, match='stage1.safetensors'):  # building for training still needs it
+        build_model(cfg.model, metainfo={'classes': ['a', 'b']})

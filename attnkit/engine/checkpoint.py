@@ -153,11 +153,36 @@ def load_model(cfg: Mapping[str, Any], checkpoint_path: str | os.PathLike) -> nn
     import_custom_modules(cfg)
     path = os.fspath(checkpoint_path)
     state, meta = load_weights(path)
-    model = build_model(cfg['model'], metainfo=meta)
+    model = build_model(skip_backbone_weights(cfg['model']), metainfo=meta)
     state = reconcile_training_only(model, state, path)
     check_state_dict(model, state, path)
     model.load_state_dict(state)
     return model.eval()
+
+
+def skip_backbone_weights(model_cfg: Mapping[str, Any]) -> Any:
+    """``model_cfg`` with its backbone's ``pretrained`` weights file not read: a checkpoint replaces every weight.
+
+    ``attnkit test/infer`` of the VQA demo then works without the stage-1 file at the config's path. The
+    structure does not change: a backbone whose ``identity_init`` defaults to "``pretrained`` given" keeps the
+    value the file implied. Backbones without both arguments (a Hugging Face model dir) are left as they are.
+    """
+    import copy
+    import inspect
+
+    from ..registry import BACKBONES
+    backbone = model_cfg.get('backbone') if isinstance(model_cfg, Mapping) else None
+    if not isinstance(backbone, Mapping) or not backbone.get('pretrained') or not isinstance(backbone.get('type'), str):
+        return model_cfg
+    cls = BACKBONES.module_dict.get(backbone['type'])
+    params = inspect.signature(cls).parameters if cls is not None else {}
+    if 'pretrained' not in params or 'identity_init' not in params:
+        return model_cfg
+    out = copy.deepcopy(model_cfg)
+    if out['backbone'].get('identity_init') is None:
+        out['backbone']['identity_init'] = True
+    out['backbone']['pretrained'] = None
+    return out
 
 
 def training_only_prefixes(model: nn.Module) -> list[str]:
