@@ -202,8 +202,10 @@ class FastCBAM(InferenceGate):
         channels_last x is viewed (N, HW, C), NCHW x (N, C, HW): every reduction and gate is then over one
         plain dim of a contiguous view, which inductor fuses into about three passes (the two H×W reductions in
         one read, the channel-gated C reductions in one read without writing ``y``, the output in one read and
-        one write) -- 2-4x faster than compiling :meth:`forward` (its in-place ops and 4-D reductions defeat
-        the fusion), and than :meth:`forward` eager. Output in x's memory format.
+        one write). On one 512 x 64 x 64 map in cache, compiled: 1.2-1.5 ms, against 2.6-4.4 ms for
+        :meth:`forward` eager and 5.9 ms for :meth:`forward` compiled (its in-place ops and 4-D reductions defeat
+        the fusion); inside a network, where maps come from memory, the gain is smaller (docs/deploy.md).
+        Output in x's memory format.
         """
         n, c, h, w = x.shape
         nhwc = memory_format_of(x) == torch.channels_last
