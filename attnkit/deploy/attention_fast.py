@@ -210,7 +210,7 @@ class FastCBAM(InferenceGate):
         n, c, h, w = x.shape
         nhwc = memory_format_of(x) == torch.channels_last
         flat = x.permute(0, 2, 3, 1).reshape(n, h * w, c) if nhwc else x.reshape(n, c, h * w)
-        cdim, sdim = (2, 1) if nhwc else (1, 2)
+        cdim, sdim = (2, 1) if nhwc else (1, 2)  # plain mean here: inductor writes its own reductions
         channel = self._channel_gate(torch.cat([flat.mean(sdim), flat.amax(sdim)], 0), n)  # (N, C)
         y = flat * channel.to(x.dtype).unsqueeze(sdim)
         desc = torch.stack([y.mean(cdim), y.amax(cdim)], 1).reshape(n, 2, h, w)

@@ -9,6 +9,8 @@ Every file loads with ``torch.load(path, weights_only=True)``.
 """
 from __future__ import annotations
 
+import copy
+import inspect
 import json
 import os
 import random
@@ -167,9 +169,6 @@ def skip_backbone_weights(model_cfg: Mapping[str, Any]) -> Any:
     structure does not change: a backbone whose ``identity_init`` defaults to "``pretrained`` given" keeps the
     value the file implied. Backbones without both arguments (a Hugging Face model dir) are left as they are.
     """
-    import copy
-    import inspect
-
     from ..registry import BACKBONES
     backbone = model_cfg.get('backbone') if isinstance(model_cfg, Mapping) else None
     if not isinstance(backbone, Mapping) or not backbone.get('pretrained') or not isinstance(backbone.get('type'), str):
