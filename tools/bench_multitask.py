@@ -48,14 +48,13 @@ def load(config: str, checkpoint: str | None) -> tuple[Any, torch.nn.Module, str
     from attnkit.builder import build_dataset, build_model
     from attnkit.config import load_config
     from attnkit.engine import load_model
+    from attnkit.engine.checkpoint import skip_backbone_weights
     cfg = load_config(config)
-    backbone = cfg.model.get('backbone') or {}
-    if backbone.get('pretrained'):  # the checkpoint (or random weights) replaces any pre-training weights
-        backbone['pretrained'] = None
     if checkpoint and checkpoint != '-' and os.path.isfile(checkpoint):
         return cfg, load_model(cfg, checkpoint), checkpoint
     meta = build_dataset(cfg.data.train.dataset).metainfo  # classes / vocabularies of the training split
-    return cfg, build_model(cfg.model, metainfo=meta).eval(), 'random weights'
+    # random weights: no pre-training file is read, the structure it implies is kept (as load_model does)
+    return cfg, build_model(skip_backbone_weights(cfg.model), metainfo=meta).eval(), 'random weights'
 
 
 def make_batch(model: torch.nn.Module, cfg: Any, image: str) -> dict[str, Any]:

@@ -20,14 +20,11 @@ def build_with_train_metainfo(path: str) -> nn.Module:
     """The model of config ``path``, built with its training dataset's metainfo (random weights)."""
     from ...builder import build_dataset, build_model
     from ...config import load_config
-    cfg = load_config(path, {'model.backbone.pretrained': None} if _has_pretrained(path) else None)
+    from ...engine.checkpoint import skip_backbone_weights
+    cfg = load_config(path)
     dataset = build_dataset(cfg['data']['train']['dataset'])
-    return build_model(cfg['model'], metainfo=getattr(dataset, 'metainfo', None))
-
-
-def _has_pretrained(path: str) -> bool:
-    from ...config import load_config
-    return 'pretrained' in (load_config(path)['model'].get('backbone') or {})
+    # the pre-training file is not read; the structure it implies (identity-init gammas) is kept and counted
+    return build_model(skip_backbone_weights(cfg['model']), metainfo=getattr(dataset, 'metainfo', None))
 
 
 def count(model: nn.Module) -> dict[str, int]:
