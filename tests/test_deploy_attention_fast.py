@@ -67,7 +67,8 @@ def test_fast_path_equals_eager_on_attention_backbones(kind, position):
     x = torch.randn(2, 3, 64, 48)
     with torch.no_grad():
         expected = model(x)
-    fast, report = prepare_fast(copy.deepcopy(model), bf16=False)
+    # the attachment machinery, without the fused residual tails (tested below)
+    fast, report = prepare_fast(copy.deepcopy(model), bf16=False, fuse_residual=False)
     got = fast(x)
     assert report.attention_forms == {n: kind for n in names} and report.attention_mode == 'fast'
     assert f'6 attention modules in inference form ({kind} 6)' in report.summary()
@@ -87,11 +88,91 @@ def test_fast_path_equals_eager_on_attention_backbones(kind, position):
     randomise_norms(plain)
     with torch.no_grad():
         expected = plain(x)
-    fast, report = prepare_fast(copy.deepcopy(plain), bf16=False)
+    fast, report = prepare_fast(copy.deepcopy(plain), bf16=False, fuse_residual=False)
     assert report.inplace_forms == names and '6 in place' in report.summary()
     assert all(m.inplace for m in fast.modules() if isinstance(m, InferenceGate))
     for a, b in zip(expected, fast(x)):
         assert _rel(a, b) <= 1e-5, (kind, _rel(a, b))
+
+
+@pytest.mark.parametrize('gamma', [True, False], ids=['gamma', 'no-gamma'])
+@pytest.mark.parametrize('fmt', [torch.contiguous_format, torch.channels_last], ids=['nchw', 'nhwc'])
+def test_every_residual_tail_computes_relu_of_module_plus_identity(gamma, fmt):
+    """``form.forward_residual(x, identity)`` = ``relu(module(x) + identity)`` (1e-5) for every form (the fused
+    ones and the fallback), in x's memory format, and neither input is written."""
+    for i, (kind, opts) in enumerate(SPECS):
+        torch.manual_seed(i)
+        module = build_attention(dict(type=kind, **opts), 24, identity_init=gamma).eval()
+        randomise_norms(module, i, gammas=True)
+        x = (torch.randn(2, 24, 7, 10) * 3).contiguous(memory_format=fmt)
+        identity = torch.randn(2, 24, 7, 10).contiguous(memory_format=fmt)
+        before = (x.clone(), identity.clone())
+        form = inference_form(module)
+        form.inplace = form.can_run_inplace  # as allow_inplace sets it: a tail never writes its inputs either way
+        with torch.no_grad():
+            expected, got = torch.relu(module(x) + identity), form.forward_residual(x, identity)
+        assert _rel(expected, got) <= 1e-5, (kind, opts, _rel(expected, got))
+        assert got.is_contiguous(memory_format=fmt), (kind, opts)
+        assert torch.equal(x, before[0]) and torch.equal(identity, before[1]), (kind, opts)
+        assert form.fuses_residual == (kind in ('se', 'eca', 'cbam') or (kind == 'gc' and 'scale' in
+                                                                          str(opts.get('fusion', 'add'))))
+
+
+FUSED_SPECS = [('se', {}), ('se', {'layout': 'timm'}), ('eca', {}), ('cbam', {}), ('cbam', {'layout': 'timm'}),
+               ('gc', {'fusion': 'scale'}), ('gc', {'fusion': ('scale', 'add')})]
+
+
+@pytest.mark.parametrize('depth', [18, 50])
+@pytest.mark.parametrize('spec', FUSED_SPECS, ids=lambda s: f"{s[0]}-{'-'.join(map(str, s[1].values())) or 'default'}")
+def test_fast_path_fuses_gates_with_the_residual_addition(spec, depth):
+    """A ResNet (basic and bottleneck blocks) with a gate before each residual addition: the fast path runs the
+    gate, the addition and the ReLU as one tail per block -- the forms are unhooked from their norm but stay
+    registered (same state dict) -- and the stage outputs equal eager (1e-5; 5e-4 for R50's 16 folded random
+    blocks) with and without gamma, in both memory formats; ``fuse_residual=False`` keeps them attached as before,
+    with the same outputs."""
+    from attnkit.deploy import fuse_residual_tails
+    kind, opts = spec
+    x = torch.randn(2, 3, 64, 48)
+    tol = 1e-5 if depth == 18 else 5e-4
+    for gamma in (True, False):
+        torch.manual_seed(depth)
+        model = build_backbone(dict(type='ResNet', depth=depth, base_channels=8, identity_init=gamma,
+                                    attention=dict(type=kind, **opts))).eval()
+        randomise_norms(model, gammas=True)
+        names = [a.module_name for a in attachments(model)]
+        assert len(names) == (6 if depth == 18 else 13)
+        with torch.no_grad():
+            expected = model(x)
+        for channels_last in (True, False):
+            fast, report = prepare_fast(copy.deepcopy(model), bf16=False, channels_last=channels_last)
+            assert report.fused_tails == names and report.inplace_forms == []
+            assert f'{len(names)} fused with the residual addition' in report.summary()
+            assert attachments(fast) == [] and reattach(fast) == 0  # unhooked for good: nothing to restore
+            assert all(fast.get_submodule(n.rpartition('.')[0]).attn_fused_tail for n in names)
+            assert fast.state_dict().keys() == prepare_fast(copy.deepcopy(model), bf16=False,
+                                                            fuse_residual=False)[0].state_dict().keys()
+            assert fuse_residual_tails(fast) == []  # idempotent
+            got = fast(x)
+            for a, b in zip(expected, got):  # R50's 16 folded random blocks (outputs ~1e3) round more than R18's 8
+                assert _rel(a, b) <= tol, (kind, opts, gamma, channels_last, _rel(a, b))
+        unfused, report = prepare_fast(copy.deepcopy(model), bf16=False, fuse_residual=False)
+        assert report.fused_tails == [] and len(attachments(unfused)) == len(names)
+        for a, b, c in zip(expected, unfused(x), got):
+            assert _rel(a, b) <= tol and _rel(b, c) <= tol, (_rel(a, b), _rel(b, c))
+
+
+@pytest.mark.parametrize('case', ['after_block', 'gc-add', 'coord', 'eager', 'compile'])
+def test_residual_tails_only_where_they_save_a_pass(case):
+    """No fused tail for attention after the block's ReLU, for gc 'add' and coord (no pass to save), with the
+    modules as trained (``attention='eager'``) or compiled forms."""
+    kind = {'gc-add': 'gc', 'coord': 'coord'}.get(case, 'se')
+    attention = dict(type=kind, position='after_block' if case == 'after_block' else 'after_conv3')
+    model = build_backbone(dict(type='ResNet', depth=18, base_channels=8, attention=attention,
+                                identity_init=True)).eval()
+    randomise_norms(model, gammas=True)
+    mode = {'eager': 'eager', 'compile': 'compile'}.get(case, 'fast')
+    _, report = prepare_fast(copy.deepcopy(model), bf16=False, attention=mode)
+    assert report.fused_tails == [] and 'fused with the residual' not in report.summary()
 
 
 @pytest.mark.parametrize('fmt', [torch.contiguous_format, torch.channels_last], ids=['nchw', 'nhwc'])

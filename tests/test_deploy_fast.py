@@ -403,8 +403,15 @@ def test_bench_deploy_smoke_writes_the_table(tmp_path, capsys):
         line = next(r for r in rows if f'| {variant} |' in r)
         assert line.endswith(f"| {row['flops'] / 1e9:.3g} | {row['gflops_per_s']:.1f} | {row['pct_of_peak']:.0f} |")
     assert case['rows']['attnkit fast']['flops'] == case['flops']['attnkit']
-    assert set(report['attention']['rows']) == {'plain fast', 'cbam fast', 'cbam fast, eager attention', 'se fast',
-                                                'se fast, eager attention', 'gc fast', 'gc fast, eager attention'}
+    assert set(report['attention']['rows']) == {f'{k} {v}' for k in ('cbam', 'se', 'gc')
+                                                for v in ('fast', 'fast, tails unfused', 'fast, eager attention')} | \
+        {'plain fast'}
+    # the smoke backbone's blocks (after_conv3, the default) fuse cbam and se with their additions; gc ('add') not
+    for kind, fused in (('cbam', True), ('se', True), ('gc', False)):
+        assert ('6 fused with the residual addition' in next(
+            line for line in text.splitlines() if line.startswith(f'- {kind}: fast path'))) == fused
+        row = report['attention']['rows'][f'{kind} fast']
+        assert row['attention_s'] is not None and row['attention_s'] < row['median_s']
     assert deploy._compare('detection', [{'boxes': torch.ones(2, 4), 'labels': torch.tensor([1, 2])}],
                            [{'boxes': torch.ones(2, 4) + 1e-3, 'labels': torch.tensor([1, 2])}]) == \
         '2 boxes, labels equal, max |box diff| 1.0e-03 px'
@@ -419,7 +426,8 @@ def test_attention_table_times_compiled_forms_inside_their_calls():
     from attnkit.benchmarks import deploy
     table = deploy.attention_overhead(iters=3, warmup=1, compile='attention', tiny=True, kinds=('cbam',))
     rows = table['rows']
-    assert set(rows) == {'plain fast', 'cbam fast', 'cbam fast, eager attention', 'cbam fast, compiled attention'}
+    assert set(rows) == {'plain fast', 'cbam fast', 'cbam fast, tails unfused', 'cbam fast, eager attention',
+                         'cbam fast, compiled attention'}
     compiled = rows['cbam fast, compiled attention']
     assert 0 < compiled['attention_s'] < compiled['median_s']
     assert compiled['attention_s'] < 5 * rows['cbam fast, eager attention']['attention_s']

@@ -418,11 +418,14 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
     return old
 
 
-def detach(model: nn.Module, module_name: str) -> nn.Module:
+def detach(model: nn.Module, module_name: str, keep_module: bool = False) -> nn.Module:
     """Remove the attached attention module ``module_name`` (an :class:`InsertedPlace.module_name`) from the model.
 
+    ``keep_module``: only stop running it at its target; it stays registered under its name (its weights stay in
+    the state dict) for code that calls it itself (the fast path's fused residual tails).
+
     Returns:
-        The removed module.
+        The removed (or unhooked) module.
     """
     owner_path, _, attn_name = module_name.rpartition('.')
     owner = model.get_submodule(owner_path)
@@ -436,5 +439,6 @@ def detach(model: nn.Module, module_name: str) -> nn.Module:
     for lst in (getattr(target, '_attnkit_after', []), getattr(target, '_attnkit_before', [])):
         lst[:] = [m for m in lst if m is not attention]
     _unswap_if_empty(target)
-    del owner._modules[attn_name]
+    if not keep_module:
+        del owner._modules[attn_name]
     return attention

@@ -63,6 +63,9 @@ class _AttentionSlots(nn.Module):
                               f"{', '.join(repr(p) for p in ATTENTION_POSITIONS)}.")
         self.attn_position = position
         self.attn = None
+        # set by attnkit.deploy.fuse_residual_tails: ``attn`` (an inference form, detached from the norm) runs
+        # in _finish with the residual addition and the ReLU, in fewer passes over the map
+        self.attn_fused_tail = False
         if attention is not None:
             # 'after_conv3': on the branch after its last norm (bn3 / bn2), before the addition (SE-Net);
             # 'after_block': the block's own output (after the addition and ReLU).
@@ -97,7 +100,10 @@ class _AttentionSlots(nn.Module):
         return self.downsample(x if self.downsample_pool is None else self.downsample_pool(x))
 
     def _finish(self, out: Tensor, identity: Tensor) -> Tensor:
-        """Residual addition and ReLU (attention runs inside the modules it is attached to)."""
+        """Residual addition and ReLU (attention runs inside the modules it is attached to, or here with the
+        addition when the fast path fused it: ``attn_fused_tail``)."""
+        if getattr(self, 'attn_fused_tail', False):
+            return self.attn.forward_residual(out, identity)
         return self.relu(out + identity)
 
 

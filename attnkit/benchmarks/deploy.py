@@ -323,6 +323,7 @@ def _flops_or_none(call: Callable[[], Any]) -> int | None:
 # attention-table variants: label -> prepare_fast keyword arguments ('fast' is prepare_fast's default)
 ATTENTION_VARIANTS: dict[str, dict[str, Any]] = {
     'fast': {},
+    'fast, tails unfused': {'fuse_residual': False},
     'fast, eager attention': {'attention': 'eager'},
     'fast, compiled attention': {'attention': 'compile'},
     'fast + compile': {'compile': True},
@@ -334,8 +335,9 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
                        kinds: tuple[str, ...] = ('cbam', 'se', 'gc')) -> dict[str, Any]:
     """Median seconds of ResNet backbones with attention vs the plain one, on the fast path.
 
-    Variants (:data:`ATTENTION_VARIANTS`): ``fast`` (the default: attention in its inference form), ``fast, eager
-    attention`` (the modules as trained, for comparison), and with ``compile`` ``fast, compiled attention``
+    Variants (:data:`ATTENTION_VARIANTS`): ``fast`` (the default: attention in its inference form, gates fused with
+    the blocks' residual additions), ``fast, tails unfused`` (the forms alone, the blocks' own additions), ``fast,
+    eager attention`` (the modules as trained, for comparison), and with ``compile`` ``fast, compiled attention``
     (each inference form compiled alone) and ``fast + compile`` (the whole backbone compiled). The plain backbone
     has no attention, so it runs ``fast`` (and ``fast + compile``) only; each row's overhead is against the plain
     row of the same compile state. The first call (compilation) happens in the warm-up. ``compile='attention'``
@@ -344,7 +346,9 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
     Whole-call differences of a few % drown in the noise of a loaded machine, so the rows other than ``fast +
     compile`` also give the time spent inside the attention modules (forward pre/post hooks, or a timer round a
     compiled form's call; summed per call, median over calls) and its share of the plain backbone's median: the
-    overhead measured directly.
+    overhead measured directly. A fused tail also does the block's addition and ReLU, which the plain backbone
+    does too: its time minus the plain backbone's time in the same blocks' additions (a timer round their
+    ``_finish``) is counted.
 
     Returns:
         ``{'size': px, 'rows': {'<kind> <variant>': {'median_s', 'overhead', 'all_s', 'attention_s',
@@ -359,7 +363,10 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
                 if 'compile' not in v or compile is True or (compile == 'attention' and v != 'fast + compile')]
     runners: dict[str, Callable[[], Any]] = {}
     inside: dict[str, list[float]] = {}  # per call: seconds inside the attention modules
+    fused_rows: dict[str, bool] = {}  # rows whose attention (partly) runs in fused residual tails
     notes: list[str] = []
+    tail_blocks: set[str] = set()  # blocks whose attention runs in a fused tail, in any variant
+    plain_fast: nn.Module | None = None
     for kind in ('plain',) + tuple(kinds):
         torch.manual_seed(0)
         # identity_init (as when training from a pretrained backbone) gives every module its gamma, set to 0.1
@@ -372,23 +379,32 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
             fast, report = prepare_fast(copy.deepcopy(model), bf16=bf16, **ATTENTION_VARIANTS[variant])
             if variant == 'fast':
                 notes.append(f'{kind}: {report.summary()}')
+            tail_blocks.update(n.rpartition('.')[0] for n in report.fused_tails)
             if 'compile' in variant:
                 start = time.perf_counter()
                 fast(x)
                 notes.append(f'{kind} {variant}: compile (first call) {time.perf_counter() - start:.0f} s')
             name = f'{kind} {variant}'
+            fused_rows[name] = bool(report.fused_tails)
             if kind != 'plain' and variant != 'fast + compile':
                 inside[name] = []
                 fast = _time_attention(fast, inside[name])
+            if name == 'plain fast':
+                plain_fast, inside[name] = fast, []
             runners[name] = (lambda m, acc: (lambda: (acc.append(0.0) if acc is not None else None, m(x))))(
                 fast, inside.get(name))
+    if plain_fast is not None and tail_blocks:  # the plain backbone's additions + ReLUs in those blocks
+        _time_tails(plain_fast, sorted(tail_blocks), inside['plain fast'])
     times = _interleaved(runners, iters, warmup)
+    plain_tails = statistics.median(inside.pop('plain fast')[-iters:]) if 'plain fast' in inside else 0.0
     med = {name: statistics.median(v) for name, v in times.items()}
     rows = {}
     for name, value in med.items():
         mode = name.partition(' ')[2]
         plain = med['plain fast + compile' if mode == 'fast + compile' else 'plain fast']
         att = statistics.median(inside[name][-iters:]) if name in inside else None
+        if att is not None and fused_rows.get(name):
+            att -= plain_tails
         rows[name] = {'median_s': value, 'overhead': value / plain - 1, 'all_s': times[name], 'attention_s': att,
                       'attention_share': None if att is None else att / plain}
     return {'size': size, 'rows': rows, 'notes': notes}
@@ -406,22 +422,35 @@ def _time_attention(model: nn.Module, calls: list[float]) -> nn.Module:
     def post(module: nn.Module, args: Any, out: Any) -> None:
         calls[-1] += time.perf_counter() - starts.pop()
 
-    def timed(call: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            out = call(*args, **kwargs)
-            calls[-1] += time.perf_counter() - start
-            return out
-        return run
     for module in model.modules():
+        if isinstance(module, InferenceGate) and module.fuses_residual:  # runs as the tail when its block fused it
+            module.forward_residual = _timed(module.forward_residual, calls)
         if isinstance(module, (AttentionModule, InferenceGate)):
             compiled = getattr(module, '_compiled_call_impl', None)
             if compiled is not None:  # hooks would be traced into its graph and break it (30x slower): wrap it
-                module._compiled_call_impl = timed(compiled)
+                module._compiled_call_impl = _timed(compiled, calls)
                 continue
             module.register_forward_pre_hook(pre)
             module.register_forward_hook(post)
     return model
+
+
+def _time_tails(model: nn.Module, blocks: list[str], calls: list[float]) -> None:
+    """A timer round ``_finish`` (residual addition + ReLU) of each block named in ``blocks``, adding to
+    ``calls[-1]``: the plain backbone's share of what a fused tail does."""
+    for name in blocks:
+        block = model.get_submodule(name)
+        block._finish = _timed(block._finish, calls)
+
+
+def _timed(call: Callable[..., Any], calls: list[float]) -> Callable[..., Any]:
+    """``call`` adding its wall time to ``calls[-1]``."""
+    def run(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        out = call(*args, **kwargs)
+        calls[-1] += time.perf_counter() - start
+        return out
+    return run
 
 
 # ------------------------------------------------------------------ report

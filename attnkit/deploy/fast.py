@@ -28,6 +28,7 @@ from ..errors import ConfigError
 from ..registry import closest_names
 from .attention_fast import allow_inplace, swap_inference_forms
 from .fold import FoldReport, fold_batch_norms, fold_identity_attention
+from .residual_tail import fuse_residual_tails
 
 __all__ = ['FastReport', 'prepare_fast', 'cpu_bf16_units', 'resolve_bf16', 'COMPILE_PARTS', 'ATTENTION_MODES']
 
@@ -51,6 +52,8 @@ class FastReport:
         attention_mode: ``'fast'``, ``'compile'`` (forms compiled alone) or ``'eager'`` (no swap).
         inplace_forms: names of the forms that write into their input's buffer
             (:func:`~attnkit.deploy.attention_fast.allow_inplace`; ``'fast'`` mode without ``compile``).
+        fused_tails: names of the forms run with their block's residual addition and ReLU
+            (:func:`~attnkit.deploy.residual_tail.fuse_residual_tails`; ``'fast'`` mode without ``compile``).
     """
 
     fold: FoldReport
@@ -62,6 +65,7 @@ class FastReport:
     attention_forms: dict[str, str] = field(default_factory=dict)
     attention_mode: str = 'fast'
     inplace_forms: list[str] = field(default_factory=list)
+    fused_tails: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for the command line's output."""
@@ -83,6 +87,7 @@ class FastReport:
         detail = f" ({', '.join(f'{k} {n}' for k, n in counts.items())})" if counts else ''
         done = ', compiled alone' if self.attention_mode == 'compile' and counts else ''
         own = f', {len(self.inplace_forms)} in place' if self.inplace_forms else ''
+        own += f', {len(self.fused_tails)} fused with the residual addition' if self.fused_tails else ''
         return f'{len(self.attention_forms)} attention modules in inference form{detail}{done}{own}'
 
 
@@ -151,7 +156,7 @@ def _fast_forward(forward: Any, device_type: str, bf16: bool) -> Any:
 def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: bool = True,
                  compile: bool = False, fold_attention: bool = True,
                  compile_parts: Sequence[str] = COMPILE_PARTS, compile_mode: str | None = None,
-                 attention: str = 'fast') -> tuple[nn.Module, FastReport]:
+                 attention: str = 'fast', fuse_residual: bool = True) -> tuple[nn.Module, FastReport]:
     """Make ``model`` (an attnkit task model or any module) fast for inference; in place.
 
     Args:
@@ -169,6 +174,9 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
             for their inference form (:mod:`attnkit.deploy.attention_fast`, same output within float rounding);
             ``'compile'``: also ``torch.compile`` each form alone (seconds per form and input shape; not with
             ``compile=True``, which compiles them inside the parts); ``'eager'``: leave them as they are.
+        fuse_residual: in ``'fast'`` mode without ``compile``, run each attention gate placed before a ResNet
+            block's residual addition together with the addition and the ReLU (one pass fewer over the map,
+            :func:`~attnkit.deploy.residual_tail.fuse_residual_tails`).
 
     Returns:
         ``(model, report)``: the same module object (forward now runs under ``torch.no_grad``) and a
@@ -194,6 +202,8 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
     forms = {} if attention == 'eager' else swap_inference_forms(
         model, compile=attention == 'compile', for_compiler=compile)
     # eager forms only: a compiled graph fuses the passes itself
+    # fused tails first: the forms they take over are no longer attached, so allow_inplace leaves them alone
+    tails = fuse_residual_tails(model) if attention == 'fast' and not compile and fuse_residual else []
     inplace = allow_inplace(model, set(fold.folded_norms)) if attention == 'fast' and not compile else []
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -213,5 +223,5 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
     model.forward = _fast_forward(model.forward, device.type, on)  # instance attribute: nn.Module calls it
     return model, FastReport(fold=fold, device=str(device), channels_last=channels_last, bf16=on,
                              bf16_reason=why, compiled=compiled, attention_forms=forms, attention_mode=attention,
-                             inplace_forms=inplace)
+                             inplace_forms=inplace, fused_tails=tails)
 
