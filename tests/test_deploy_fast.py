@@ -445,3 +445,58 @@ def test_compile_option_compiles_the_model_and_keeps_the_output():
     assert report.compiled == ['(whole model)'] and 'compiled: (whole model)' in report.summary()
     got = fast(x)
     assert not got.requires_grad and _close(got, expected)
+
+
+class _Mixed(nn.Module):
+    """conv -> linear, and a MultiheadAttention (whose packed input projection is no module) on the features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 8)
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.fc(self.conv(x).flatten(2).transpose(1, 2))
+        return self.mha(tokens, tokens, tokens, need_weights=False)[0]
+
+
+def test_bf16_weights_are_stored_once_and_give_autocasts_bits():
+    """cast_weights_bf16: convolution and linear weights (and biases) stored in bf16, MultiheadAttention's left
+    as they are; under bf16 autocast the outputs are the same bits as with the fp32 weights that autocast casts
+    at every call."""
+    from attnkit.deploy import cast_weights_bf16
+    torch.manual_seed(0)
+    model = _Mixed().eval()
+    cast = copy.deepcopy(model)
+    assert cast_weights_bf16(cast) == 2
+    assert cast.conv.weight.dtype == cast.conv.bias.dtype == cast.fc.weight.dtype == torch.bfloat16
+    assert cast.mha.in_proj_weight.dtype == cast.mha.out_proj.weight.dtype == torch.float32
+    x = torch.randn(2, 3, 6, 5)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        assert torch.equal(model(x), cast(x))
+
+
+def test_fast_path_runs_predict_all_under_its_autocast_with_bf16_weights():
+    """A multi-task model on the bf16 fast path: its weights stored in bf16 (reported), and ``predict_all`` -- a
+    method callers use besides ``forward`` -- runs under the same no_grad + autocast, so every branch predicts
+    exactly what ``model(batch, task=name)`` predicts through the fast forward."""
+    from test_encoder_refactor import fill_weights
+    from test_multitask_model import BRANCHES, flat, full_batch, multitask
+    model = multitask()
+    fill_weights(model)
+    fast, report = prepare_fast(model.eval(), bf16=True)
+    assert report.bf16 and report.bf16_weights > 0 and f'{report.bf16_weights} layers with bf16 weights' in \
+        report.summary()
+    assert getattr(fast.predict_all, "_attnkit_fast", False)
+    batch = full_batch()
+    every = fast.predict_all(batch)
+    assert sorted(every) == sorted(BRANCHES)
+    for name in BRANCHES:
+        routed = fast(batch, task=name)
+        assert len(flat(every[name])) == len(flat(routed)) > 0
+        for a, b in zip(flat(every[name]), flat(routed)):
+            assert torch.equal(a, b), name
+    # fp32 fast path: nothing cast
+    _, report32 = prepare_fast(multitask().eval(), bf16=False)
+    assert report32.bf16_weights == 0 and 'bf16 weights' not in report32.summary()

@@ -64,6 +64,12 @@ __all__ = ['InferenceGate', 'FastSE', 'FastECA', 'FastCBAM', 'FastGC', 'FastCoor
 _INPLACE_DTYPES = (torch.float32, torch.float64)
 
 
+def hw_mean(x: Tensor) -> Tensor:
+    """(N, C, H, W) -> the mean over H x W (N, C), by the average-pooling kernel: for a bf16 channels_last map on
+    the CPU 2x faster than ``x.sum((2, 3))`` (0.16 vs 0.32 ms at 512 x 64 x 64), as fast in fp32."""
+    return F.avg_pool2d(x, tuple(x.shape[2:])).flatten(1)
+
+
 def mean_over(x: Tensor, dims: int | tuple[int, ...], keepdim: bool = False) -> Tensor:
     """``x.mean(dims)`` as ``x.sum(dims) * (1 / n)``: the same value; for bf16 maps on the CPU 5-9x faster
     (torch's bf16 ``mean`` reduction is not vectorised like its ``sum``: 0.76 vs 0.09 ms at 512 x 64 x 64)."""
@@ -151,7 +157,7 @@ class FastSE(InferenceGate):
 
     def _channel_gate(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> the blended gate (N, C, 1, 1)."""
-        return self._blend_gate(torch.sigmoid(linear(self.fc2, F.relu(linear(self.fc1, mean_over(x, (2, 3)))))))
+        return self._blend_gate(torch.sigmoid(linear(self.fc2, F.relu(linear(self.fc1, hw_mean(x))))))
 
     def forward(self, x: Tensor) -> Tensor:
         return self._gate(x, self._channel_gate(x))
@@ -173,7 +179,7 @@ class FastECA(InferenceGate):
 
     def _channel_gate(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> the blended gate (N, C, 1, 1)."""
-        return self._blend_gate(torch.sigmoid(self.conv(mean_over(x, (2, 3)).unsqueeze(1))).squeeze(1))
+        return self._blend_gate(torch.sigmoid(self.conv(hw_mean(x).unsqueeze(1))).squeeze(1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self._gate(x, self._channel_gate(x))
@@ -226,7 +232,7 @@ class FastCBAM(InferenceGate):
         # max over H x W by the max-pooling kernel: 2x faster than amax((2, 3)) on a bf16 channels_last map here
         # (0.21-0.24 vs 0.43-0.47 ms at 512 x 64 x 64; fp32 0.44 vs 0.53), the same values
         hw_max = F.adaptive_max_pool2d(x, 1).flatten(1)
-        channel = self._channel_gate(torch.cat([mean_over(x, (2, 3)), hw_max], 0), n)  # (N, C)
+        channel = self._channel_gate(torch.cat([hw_mean(x), hw_max], 0), n)  # (N, C)
         y = x.mul_(channel[:, :, None, None]) if in_place else x * channel[:, :, None, None]
         desc = torch.cat([mean_over(y, 1, keepdim=True), y.amax(1, keepdim=True)], 1)  # (N, 2, H, W), small
         return y, self._spatial_gate(desc)
