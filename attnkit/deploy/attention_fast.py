@@ -36,8 +36,12 @@ place with or without ``gamma``; ``cbam`` and ``coord`` only without one (their 
 Only float32/float64 maps are written in place: for bf16 maps (the fast path's bf16 autocast) the in-place
 broadcast multiply is the slower one on the CPU, so they get a new tensor.
 
-Means are computed as sums times 1/n (:func:`mean_over`): torch's bf16 ``mean`` on the CPU is 5-9x slower than
-its ``sum``.
+Means over H x W use the average-pooling kernel (:func:`hw_mean`), other means are sums times 1/n
+(:func:`mean_over`): torch's bf16 ``mean`` on the CPU is 5-9x slower than its ``sum``, and its ``sum`` over H x W
+of a channels_last map 2x slower than the pooling kernel.
+
+Residual tails (:meth:`InferenceGate.forward_residual`, used by :mod:`attnkit.deploy.residual_tail`): a form placed
+before a ResNet block's residual addition computes ``relu(form(x) + identity)`` itself, in one pass fewer.
 """
 from __future__ import annotations
 
@@ -88,6 +92,8 @@ class InferenceGate(nn.Module):
     """
 
     source_type: str = ''
+    # the form has a residual tail (forward_residual) that saves passes over the map (fuse_residual_tails)
+    fuses_residual: bool = False
 
     def __init__(self, module: AttentionModule) -> None:
         super().__init__()
@@ -120,9 +126,6 @@ class InferenceGate(nn.Module):
             return a[:, :, None, None]
         return torch.addcmul(self.one_minus_gamma.to(a.dtype), a, self.gamma.to(a.dtype))[:, :, None, None]
 
-    # the form has a residual tail (forward_residual) that saves passes over the map (fuse_residual_tails)
-    fuses_residual: bool = False
-
     def forward_residual(self, x: Tensor, identity: Tensor) -> Tensor:
         """``relu(self(x) + identity)``: the form on a block's residual branch, the addition and the ReLU.
 
@@ -148,12 +151,11 @@ class FastSE(InferenceGate):
     """``se`` as ``x * (1 - gamma + gamma * sigmoid(fc2(relu(fc1(mean_hw x)))))``. x (N, C, H, W) -> same."""
 
     source_type = 'se'
+    fuses_residual = True
 
     def __init__(self, module: SEModule) -> None:
         super().__init__(module)
         self.fc1, self.fc2 = module.fc1, module.fc2
-
-    fuses_residual = True
 
     def _channel_gate(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> the blended gate (N, C, 1, 1)."""
@@ -170,12 +172,11 @@ class FastECA(InferenceGate):
     """``eca`` as ``x * (1 - gamma + gamma * sigmoid(conv1d(mean_hw x)))``. x (N, C, H, W) -> same."""
 
     source_type = 'eca'
+    fuses_residual = True
 
     def __init__(self, module: ECAModule) -> None:
         super().__init__(module)
         self.conv = module.conv
-
-    fuses_residual = True
 
     def _channel_gate(self, x: Tensor) -> Tensor:
         """x (N, C, H, W) -> the blended gate (N, C, 1, 1)."""
@@ -195,6 +196,7 @@ class FastCBAM(InferenceGate):
     """
 
     source_type = 'cbam'
+    fuses_residual = True
 
     def __init__(self, module: CBAMModule) -> None:
         super().__init__(module)
@@ -223,8 +225,6 @@ class FastCBAM(InferenceGate):
         conv = self.spatial
         return torch.sigmoid(F.conv2d(desc.contiguous(), conv.weight.contiguous(), conv.bias, conv.stride,
                                       conv.padding, conv.dilation, conv.groups))
-
-    fuses_residual = True
 
     def _gates(self, x: Tensor, in_place: bool) -> tuple[Tensor, Tensor]:
         """x (N, C, H, W) -> (``y = x * Mc``, into x's buffer when ``in_place``; Ms (N, 1, H, W))."""
