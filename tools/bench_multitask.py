@@ -5,6 +5,7 @@ against the three single-task demo models run one after the other on the same im
     python tools/bench_multitask.py                       # the demo configs, weights from work_dirs/ when there
     python tools/bench_multitask.py --images 20 --repeats 5 --threads 2 --out work_dirs/bench_multitask.json
     python tools/bench_multitask.py --multitask CONFIG CKPT --single DET_CFG DET_CKPT SEG_CFG SEG_CKPT VQA_CFG VQA_CKPT
+    python tools/bench_multitask.py --fast               # all four models on the inference fast path
     python tools/bench_multitask.py --train-steps 4      # training compute estimate instead (see below)
 
 Every model gets the batch its own ``attnkit infer`` builds (the config's test pipeline, one image, the question
@@ -158,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--threads', type=int, default=0, help='torch threads (0: leave as is)')
     parser.add_argument('--train-steps', type=int, default=0,
                         help='estimate the training compute from N timed steps per model instead')
+    parser.add_argument('--fast', action='store_true',
+                        help='time every model on the inference fast path (attnkit.deploy.prepare_fast)')
+    parser.add_argument('--fast-dtype', choices=('auto', 'fp32', 'bf16'), default='auto',
+                        help="with --fast: bf16 where the CPU has bf16 units ('auto'), or forced")
     parser.add_argument('--out', help='write the figures as JSON here')
     args = parser.parse_args(argv)
     if args.threads:
@@ -177,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         models[name] = load(args.single[k], args.single[k + 1])
     for name, (_, _, source) in models.items():
         print(f'{name:<13} {source}', file=sys.stderr)
+    if args.fast:  # the same fast path for all four models
+        from attnkit.deploy import prepare_fast
+        bf16: Any = {'auto': 'auto', 'fp32': False, 'bf16': True}[args.fast_dtype]
+        for name, (cfg, m, source) in models.items():
+            fast, report = prepare_fast(m, bf16=bf16)
+            models[name] = (cfg, fast, source)
+            print(f'{name:<13} {report.summary()}', file=sys.stderr)
     batches = {name: [make_batch(m, cfg, img) for img in images] for name, (cfg, m, _) in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
@@ -195,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {'ms_per_image': med, 'three_single_ms': three, 'ratio': med['multitask'] / three,
               'params': params, 'params_three_single': sum(params[n] for n in ('detection', 'segmentation', 'vqa')),
               'images': len(images), 'repeats': args.repeats, 'threads': torch.get_num_threads(),
-              'weights': {name: src for name, (_, _, src) in models.items()}}
+              'weights': {name: src for name, (_, _, src) in models.items()},
+              'fast': args.fast, 'fast_dtype': args.fast_dtype if args.fast else None}
     for name in models:
         print(f'{name:<13} {med[name]:8.2f} ms/image   {params[name] / 1e6:6.2f} M params')
     print(f"three single-task models {three:8.2f} ms/image   {result['params_three_single'] / 1e6:6.2f} M params")
