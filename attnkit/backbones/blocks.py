@@ -102,7 +102,7 @@ class _AttentionSlots(nn.Module):
     def _finish(self, out: Tensor, identity: Tensor) -> Tensor:
         """Residual addition and ReLU (attention runs inside the modules it is attached to, or here with the
         addition when the fast path fused it: ``attn_fused_tail``)."""
-        if getattr(self, 'attn_fused_tail', False):
+        if self.attn_fused_tail:
             return self.attn.forward_residual(out, identity)
         return self.relu(out + identity)
 

@@ -36,7 +36,7 @@ def fuse_residual_tails(model: nn.Module) -> list[str]:
     by_name = {a.module_name: a for a in attachments(model)}
     fused = []
     for name, block in model.named_modules():
-        if not isinstance(block, (BasicBlock, Bottleneck)) or getattr(block, 'attn_fused_tail', False):
+        if not isinstance(block, (BasicBlock, Bottleneck)) or block.attn_fused_tail:
             continue
         form = getattr(block, 'attn', None)  # gone when identity attention was folded away
         if block.attn_position != 'after_conv3' or not isinstance(form, InferenceGate) or not form.fuses_residual:
