@@ -215,6 +215,20 @@ def test_multitask_trains_resumes_tests_and_exports(tmp_path, demo_data):
         drawn = json.load(f)
     assert {'det', 'seg', 'vqa'} <= set(drawn)
     assert drawn['vqa']['answers'][0]['answer'] in multi.metainfo['tasks']['vqa']['answers']
+    # the same on the fast path (attnkit infer --fast): predict_all runs under its no_grad and autocast; fp32 draws
+    # the same answer, bf16 (forced: emulated where the CPU has no bf16 units) runs with its weights stored in bf16
+    import copy
+    from attnkit.deploy import prepare_fast
+    for bf16 in (False, True):
+        fast, report = prepare_fast(copy.deepcopy(multi), bf16=bf16)
+        assert (report.bf16_weights > 0) == bf16
+        files = INFERENCERS.get('MultiTaskModel')(fast, cfg, [image], str(tmp_path / f'infer_fast_{bf16}'),
+                                                  question='what shape is in the image?')
+        with open(files[1]) as f:
+            fast_drawn = json.load(f)
+        assert {'det', 'seg', 'vqa'} <= set(fast_drawn)
+        if not bf16:
+            assert fast_drawn['vqa']['answers'][0]['answer'] == drawn['vqa']['answers'][0]['answer']
 
     from attnkit.tasks.multitask.export import export_branch_checkpoint
     with pytest.raises(ConfigError, match="No branch 'segm' in the config. Did you mean 'seg'"):
