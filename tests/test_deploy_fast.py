@@ -500,3 +500,19 @@ def test_fast_path_runs_predict_all_under_its_autocast_with_bf16_weights():
     # fp32 fast path: nothing cast
     _, report32 = prepare_fast(multitask().eval(), bf16=False)
     assert report32.bf16_weights == 0 and 'bf16 weights' not in report32.summary()
+
+
+@pytest.mark.parametrize('name, message', [
+    ('cuda', 'CUDA is not available on this machine' if not torch.cuda.is_available() else None),
+    ('gpu0', "--device 'gpu0' is not a device name"),
+    ('meta', 'only cpu and cuda are benchmarked'),
+])
+def test_bench_deploy_device_option_refuses_what_it_cannot_run(name, message):
+    """``attnkit bench deploy --device``: one line naming the device and what is wrong, before any model is built."""
+    from attnkit.benchmarks import deploy
+    if message is None:  # a machine with CUDA: the device is accepted
+        assert deploy._bench_device(name).type == 'cuda'
+        return
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        deploy.main(['--smoke', '--only', 'attention', '--device', name])
+    assert deploy._bench_device('cpu') == torch.device('cpu')

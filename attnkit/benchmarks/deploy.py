@@ -22,7 +22,9 @@ also each inference form compiled alone and the whole backbone compiled.
 
 ``attnkit bench deploy --iters 5 --out docs/bench/deploy.md --json deploy.json``; ``--only fcos_512`` runs one
 model, ``--attention-size 256`` a smaller attention table, ``--smoke`` tiny models at 64² (a test of the
-benchmark itself).
+benchmark itself). ``--device cuda`` runs every model on the GPU (each call timed to the end of its kernels; the
+fast path picks bf16 there by itself; the ONNX Runtime column, the CPU's fp32 peak and the time inside attention
+modules are CPU-only and left out).
 """
 from __future__ import annotations
 
@@ -175,8 +177,21 @@ def _attnkit_model_and_batch(case: Case) -> tuple[nn.Module, dict[str, Any]]:
     return model, {'images': padded, 'metas': [meta]}
 
 
-def _reference(case: Case, tiny: bool) -> tuple[nn.Module, Callable[[], Any]]:
-    """The torchvision model (random weights) and a call on the same image (float, [0, 1])."""
+def _reference(case: Case, tiny: bool, device: torch.device = torch.device('cpu')) -> tuple[nn.Module,
+                                                                                            Callable[[], Any]]:
+    """The torchvision model (random weights) on ``device`` and a call on the same image (float, [0, 1])."""
+    model, call = _reference_on_cpu(case, tiny)
+    if device.type == 'cpu':
+        return model, call
+    model.to(device)
+    image = _image(case.size).to(device)
+    if case.task == 'detection':
+        return model, lambda: model([image])
+    batch = image[None]
+    return model, lambda: model(batch)
+
+
+def _reference_on_cpu(case: Case, tiny: bool) -> tuple[nn.Module, Callable[[], Any]]:
     import torchvision
     from torchvision.models import detection, segmentation
     torch.manual_seed(0)
@@ -251,8 +266,13 @@ def _onnx_runner(model: nn.Module, batch: dict[str, Any], case: Case) -> tuple[C
 
 
 # ------------------------------------------------------------------ timing
-def _interleaved(runners: dict[str, Callable[[], Any]], iters: int, warmup: int) -> dict[str, list[float]]:
-    """Seconds per call of every runner: ``warmup`` calls each, then ``iters`` rounds of one call each."""
+def _interleaved(runners: dict[str, Callable[[], Any]], iters: int, warmup: int,
+                 device: torch.device = torch.device('cpu')) -> dict[str, list[float]]:
+    """Seconds per call of every runner: ``warmup`` calls each, then ``iters`` rounds of one call each.
+
+    On CUDA each call is timed to the end of its kernels (``torch.cuda.synchronize`` before and after).
+    """
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     times: dict[str, list[float]] = {name: [] for name in runners}
     with torch.no_grad():
         for name, fn in runners.items():
@@ -260,23 +280,32 @@ def _interleaved(runners: dict[str, Callable[[], Any]], iters: int, warmup: int)
                 fn()
         for _ in range(iters):
             for name, fn in runners.items():
+                sync()
                 start = time.perf_counter()
                 fn()
+                sync()
                 times[name].append(time.perf_counter() - start)
     return times
 
 
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch with its tensors on ``device`` (metas and ids as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def run_case(case: Case, *, iters: int, warmup: int, compile: bool, onnx: bool, tiny: bool, bf16: Any = 'auto',
-             peak_gflops: float | None = None) -> dict[str, Any]:
+             peak_gflops: float | None = None, device: torch.device = torch.device('cpu')) -> dict[str, Any]:
     """Time every variant of ``case``; returns ``{'rows': {variant: {...}}, 'notes': [...], 'flops': {...}}``.
 
     Every row has ``flops`` (counted on the eager model it runs: torchvision's for the reference row, attnkit
     eager's for the attnkit rows, which do the same convolutions), ``gflops_per_s`` and ``pct_of_peak``
-    (of ``peak_gflops``, see :mod:`attnkit.benchmarks.efficiency`).
+    (of ``peak_gflops``, see :mod:`attnkit.benchmarks.efficiency`). Everything runs on ``device``; the ONNX
+    Runtime column only on the CPU (its CPU provider).
     """
     from ..deploy import prepare_fast
-    ref_model, ref_call = _reference(case, tiny)
+    ref_model, ref_call = _reference(case, tiny, device)
     model, batch = _attnkit_model_and_batch(case)
+    model, batch = model.to(device), _to_device(batch, device)
     flops = {'reference': _flops_or_none(ref_call), 'attnkit': _flops_or_none(lambda: model(batch))}
     fast, report = prepare_fast(copy.deepcopy(model), bf16=bf16)
     runners: dict[str, Callable[[], Any]] = {f'torchvision {case.reference} eager': ref_call,
@@ -289,7 +318,9 @@ def run_case(case: Case, *, iters: int, warmup: int, compile: bool, onnx: bool, 
         compiled(batch)
         notes.append(f'compile (first call) {time.perf_counter() - start:.0f} s')
         runners['attnkit fast + compile'] = lambda: compiled(batch)
-    if onnx:
+    if onnx and device.type != 'cpu':
+        notes.append(f'ONNX Runtime column skipped: CPU only here (the run is on {device})')
+    elif onnx:
         ort_call, why = _onnx_runner(model, batch, case)
         if ort_call is not None:
             runners['ONNX Runtime'] = ort_call
@@ -300,7 +331,7 @@ def run_case(case: Case, *, iters: int, warmup: int, compile: bool, onnx: bool, 
         checks = {'attnkit fast': _compare(case.task, eager_out, fast(batch))}
         if compiled is not None:
             checks['attnkit fast + compile'] = _compare(case.task, eager_out, compiled(batch))
-    times = _interleaved(runners, iters, warmup)
+    times = _interleaved(runners, iters, warmup, device)
     ref_name = f'torchvision {case.reference} eager'
     ref = statistics.median(times[ref_name])
     rows = {}
@@ -331,8 +362,8 @@ ATTENTION_VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bool, size: int | None = None,
-                       bf16: Any = 'auto',
-                       kinds: tuple[str, ...] = ('cbam', 'se', 'gc')) -> dict[str, Any]:
+                       bf16: Any = 'auto', kinds: tuple[str, ...] = ('cbam', 'se', 'gc'),
+                       device: torch.device = torch.device('cpu')) -> dict[str, Any]:
     """Median seconds of ResNet backbones with attention vs the plain one, on the fast path.
 
     Variants (:data:`ATTENTION_VARIANTS`): ``fast`` (the default: attention in its inference form, gates fused with
@@ -358,20 +389,21 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
     from ..deploy import prepare_fast
     size = size or (64 if tiny else 512)
     base = dict(type='ResNet', depth=18, base_channels=8) if tiny else dict(type='ResNet', depth=50)
-    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    timed_inside = device.type == 'cpu'  # CUDA kernels run asynchronously: host timers round modules mean nothing
+    notes: list[str] = [] if timed_inside else [f'on {device}: whole calls only (no time inside the modules)']
     variants = [v for v in ATTENTION_VARIANTS
                 if 'compile' not in v or compile is True or (compile == 'attention' and v != 'fast + compile')]
     runners: dict[str, Callable[[], Any]] = {}
     inside: dict[str, list[float]] = {}  # per call: seconds inside the attention modules
     fused_rows: dict[str, bool] = {}  # rows whose attention (partly) runs in fused residual tails
-    notes: list[str] = []
     tail_blocks: set[str] = set()  # blocks whose attention runs in a fused tail, in any variant
     plain_fast: nn.Module | None = None
     for kind in ('plain',) + tuple(kinds):
         torch.manual_seed(0)
         # identity_init (as when training from a pretrained backbone) gives every module its gamma, set to 0.1
         cfg = dict(base) if kind == 'plain' else dict(base, attention=dict(type=kind), identity_init=True)
-        model = build_backbone(cfg).eval()
+        model = build_backbone(cfg).eval().to(device)
         _trained_gammas(model)
         for variant in variants:
             if kind == 'plain' and variant not in ('fast', 'fast + compile'):
@@ -386,16 +418,16 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
                 notes.append(f'{kind} {variant}: compile (first call) {time.perf_counter() - start:.0f} s')
             name = f'{kind} {variant}'
             fused_rows[name] = bool(report.fused_tails)
-            if kind != 'plain' and variant != 'fast + compile':
+            if kind != 'plain' and variant != 'fast + compile' and timed_inside:
                 inside[name] = []
                 fast = _time_attention(fast, inside[name])
-            if name == 'plain fast':
+            if name == 'plain fast' and timed_inside:
                 plain_fast, inside[name] = fast, []
             runners[name] = (lambda m, acc: (lambda: (acc.append(0.0) if acc is not None else None, m(x))))(
                 fast, inside.get(name))
     if plain_fast is not None and tail_blocks:  # the plain backbone's additions + ReLUs in those blocks
         _time_tails(plain_fast, sorted(tail_blocks), inside['plain fast'])
-    times = _interleaved(runners, iters, warmup)
+    times = _interleaved(runners, iters, warmup, device)
     plain_tails = statistics.median(inside.pop('plain fast')[-iters:]) if 'plain fast' in inside else 0.0
     med = {name: statistics.median(v) for name, v in times.items()}
     rows = {}
@@ -538,9 +570,26 @@ def json_report(results: list[dict[str, Any]], attention: dict[str, Any] | None,
             'peak': peak, 'cases': cases_out, 'attention': attention}
 
 
+def _bench_device(name: str) -> torch.device:
+    """``--device`` as a torch device; a clear error for a malformed name or a CUDA device this machine lacks."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f'bench deploy --device {name!r} is not a device name (cpu, cuda, cuda:1): {exc}') from exc
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ConfigError(f'bench deploy --device {name}: CUDA is not available on this machine '
+                          '(torch.cuda.is_available() is False); run it on a GPU machine, or drop --device.')
+    if device.type == 'cuda' and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f'bench deploy --device {name}: this machine has {torch.cuda.device_count()} CUDA '
+                          'device(s).')
+    if device.type not in ('cpu', 'cuda'):
+        raise ConfigError(f'bench deploy --device {name}: only cpu and cuda are benchmarked.')
+    return device
+
+
 def main(argv: list[str]) -> int:
     """``attnkit bench deploy [--iters N] [--only NAME] [--out FILE] [--json FILE] [--smoke] [--no-compile]
-    [--compile-attention-only] [--fast-dtype auto|fp32|bf16]
+    [--compile-attention-only] [--fast-dtype auto|fp32|bf16] [--device cpu|cuda|cuda:N]
     [--no-onnx] [--threads N] [--attention-size PX]``."""
     parser = argparse.ArgumentParser(prog='attnkit bench deploy', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -562,7 +611,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument('--json', help='also write the figures as JSON to this file')
     parser.add_argument('--fast-dtype', choices=('auto', 'fp32', 'bf16'), default='auto',
                         help='the fast rows\' dtype: auto = bf16 on a CPU with bf16 units (or CUDA), else fp32')
+    parser.add_argument('--device', default='cpu',
+                        help='where every model runs: cpu (default) or cuda[:N] (timed to the end of its kernels; '
+                             'ONNX Runtime and the time inside attention modules only on the CPU)')
     args = parser.parse_args(argv)
+    device = _bench_device(args.device)
     known = CASES + ('attention',)
     for name in args.only or []:
         if name not in known:
@@ -582,7 +635,7 @@ def main(argv: list[str]) -> int:
     bf16: Any = {'auto': 'auto', 'fp32': False, 'bf16': True}[args.fast_dtype]
     selected = args.only or list(known)
     facts = machine_facts()
-    peak = sgemm_peak(0.3 if args.smoke else 2.5)
+    peak = sgemm_peak(0.3 if args.smoke else 2.5) if device.type == 'cpu' else None  # the CPU's fp32 rate
     all_cases = cases(tiny=args.smoke)
     results = []
     for name in CASES:
@@ -591,7 +644,8 @@ def main(argv: list[str]) -> int:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')
                 results.append(run_case(all_cases[name], iters=iters, warmup=warmup, compile=compile_, bf16=bf16,
-                                        onnx=args.onnx, tiny=args.smoke, peak_gflops=peak['gflops']))
+                                        onnx=args.onnx, tiny=args.smoke, device=device,
+                                        peak_gflops=peak['gflops'] if peak else None))
             for variant, row in results[-1]['rows'].items():  # progress on stderr: the full run takes a while
                 print(f"  {variant}: {_ms(row['median_s'])} ms ({row['ratio']:.2f} x torchvision) {row['check']}",
                       file=sys.stderr, flush=True)
@@ -600,7 +654,7 @@ def main(argv: list[str]) -> int:
         print('[bench deploy] attention ...', flush=True)
         attention_compile = 'attention' if args.compile_attention_only and args.compile else compile_
         attention = attention_overhead(iters=iters, warmup=warmup, compile=attention_compile, tiny=args.smoke,
-                                       size=args.attention_size, bf16=bf16)
+                                       size=args.attention_size, bf16=bf16, device=device)
     command = ('attnkit bench deploy ' + ' '.join(argv)).strip()
     facts_after = machine_facts()
     text = markdown(results, attention, facts, facts_after, command, iters, peak)
