@@ -154,8 +154,8 @@ def _prepare_fast(model: Any, args: argparse.Namespace, amp: str | None) -> Any:
     """The model on the fast path when ``--fast``/``--compile`` was given (report on stderr), else unchanged."""
     if not (args.fast or args.compile):
         return model
-    from .deploy import prepare_fast
-    bf16: Any = {'auto': 'auto', 'fp32': False, 'bf16': True}[args.fast_dtype]
+    from .deploy import FAST_DTYPES, prepare_fast
+    bf16: Any = FAST_DTYPES[args.fast_dtype]
     if amp:  # --amp / the config's mixed precision already autocasts the forward
         bf16 = False
     model, report = prepare_fast(model, bf16=bf16, channels_last=True, compile=args.compile,

@@ -183,10 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, (_, _, source) in models.items():
         print(f'{name:<13} {source}', file=sys.stderr)
     if args.fast:  # the same fast path for all four models
-        from attnkit.deploy import prepare_fast
-        bf16: Any = {'auto': 'auto', 'fp32': False, 'bf16': True}[args.fast_dtype]
+        from attnkit.deploy import FAST_DTYPES, prepare_fast
         for name, (cfg, m, source) in models.items():
-            fast, report = prepare_fast(m, bf16=bf16)
+            fast, report = prepare_fast(m, bf16=FAST_DTYPES[args.fast_dtype])
             models[name] = (cfg, fast, source)
             print(f'{name:<13} {report.summary()}', file=sys.stderr)
     batches = {name: [make_batch(m, cfg, img) for img in images] for name, (cfg, m, _) in models.items()}

@@ -180,10 +180,7 @@ def _attnkit_model_and_batch(case: Case) -> tuple[nn.Module, dict[str, Any]]:
 def _reference(case: Case, tiny: bool, device: torch.device = torch.device('cpu')) -> tuple[nn.Module,
                                                                                             Callable[[], Any]]:
     """The torchvision model (random weights) on ``device`` and a call on the same image (float, [0, 1])."""
-    model, call = _reference_on_cpu(case, tiny)
-    if device.type == 'cpu':
-        return model, call
-    model.to(device)
+    model = _reference_model(case, tiny).eval().to(device)
     image = _image(case.size).to(device)
     if case.task == 'detection':
         return model, lambda: model([image])
@@ -191,33 +188,25 @@ def _reference(case: Case, tiny: bool, device: torch.device = torch.device('cpu'
     return model, lambda: model(batch)
 
 
-def _reference_on_cpu(case: Case, tiny: bool) -> tuple[nn.Module, Callable[[], Any]]:
+def _reference_model(case: Case, tiny: bool) -> nn.Module:
+    """torchvision's counterpart of ``case`` (random weights; ``tiny``: the smoke test's smaller trunk)."""
     import torchvision
     from torchvision.models import detection, segmentation
     torch.manual_seed(0)
-    image = _image(case.size)
     h, w = case.size
     if case.task == 'detection':
-        kwargs: dict[str, Any] = dict(weights=None, weights_backbone=None, min_size=min(h, w), max_size=max(h, w))
         if tiny:  # same structure, ResNet-18 trunk: the smoke test checks the plumbing, not the numbers
             backbone = detection.backbone_utils.resnet_fpn_backbone(
                 backbone_name='resnet18', weights=None, trainable_layers=5, returned_layers=[2, 3, 4],
                 extra_blocks=torchvision.ops.feature_pyramid_network.LastLevelP6P7(256, 256))
-            model = detection.FCOS(backbone, num_classes=NUM_CLASSES_DET, min_size=min(h, w), max_size=max(h, w))
-        else:
-            model = detection.fcos_resnet50_fpn(**kwargs)
-        model.eval()
-        return model, lambda: model([image])
+            return detection.FCOS(backbone, num_classes=NUM_CLASSES_DET, min_size=min(h, w), max_size=max(h, w))
+        return detection.fcos_resnet50_fpn(weights=None, weights_backbone=None, min_size=min(h, w),
+                                           max_size=max(h, w))
     if case.task == 'segmentation':
-        model = (segmentation.fcn_resnet50(weights=None, weights_backbone=None, aux_loss=False) if not tiny
-                 else segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)).eval()
-        batch = image[None]
-        return model, lambda: model(batch)
-    model = nn.Sequential(*list(torchvision.models.resnet50(weights=None).children())[:-2]).eval()  # no pool/fc
-    if tiny:
-        model = nn.Sequential(*list(torchvision.models.resnet18(weights=None).children())[:-2]).eval()
-    batch = image[None]
-    return model, lambda: model(batch)
+        return (segmentation.fcn_resnet50(weights=None, weights_backbone=None, aux_loss=False) if not tiny
+                else segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None))
+    trunk = torchvision.models.resnet18 if tiny else torchvision.models.resnet50
+    return nn.Sequential(*list(trunk(weights=None).children())[:-2])  # no pool/fc
 
 
 def _compare(task: str, eager: Any, other: Any) -> str:
@@ -632,7 +621,8 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     iters, warmup = (1, 0) if args.smoke else (args.iters, args.warmup)
     compile_ = args.compile and not args.smoke and not args.compile_attention_only
-    bf16: Any = {'auto': 'auto', 'fp32': False, 'bf16': True}[args.fast_dtype]
+    from ..deploy import FAST_DTYPES
+    bf16 = FAST_DTYPES[args.fast_dtype]
     selected = args.only or list(known)
     facts = machine_facts()
     peak = sgemm_peak(0.3 if args.smoke else 2.5) if device.type == 'cpu' else None  # the CPU's fp32 rate

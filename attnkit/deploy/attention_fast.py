@@ -320,8 +320,7 @@ class FastGC(InferenceGate):
         if self.transform_scale is None:
             return super().forward_residual(x, identity)
         context = self._context(x)
-        gate = self._blend_gate(torch.sigmoid(self.transform_scale(context))).to(x.dtype)
-        out = torch.addcmul(identity, x, gate)
+        out = torch.addcmul(identity, x, self._scale_gate(context).to(x.dtype))
         if self.transform_add is not None:
             out.add_(self._scaled(self.transform_add(context)).to(out.dtype))
         return out.relu_()
@@ -329,12 +328,16 @@ class FastGC(InferenceGate):
     def forward(self, x: Tensor) -> Tensor:
         context = self._context(x)
         if self.transform_scale is not None:
-            out = self._gate(x, self._blend_gate(torch.sigmoid(self.transform_scale(context))))
+            out = self._gate(x, self._scale_gate(context))
             if self.transform_add is not None:
                 out.add_(self._scaled(self.transform_add(context)).to(out.dtype))
             return out
         shift = self._scaled(self.transform_add(context)).to(x.dtype)
         return x.add_(shift) if self._in_place(x) else x + shift
+
+    def _scale_gate(self, context: Tensor) -> Tensor:
+        """(N, C) context -> the blended ``'scale'`` gate (N, C, 1, 1)."""
+        return self._blend_gate(torch.sigmoid(self.transform_scale(context)))
 
     def _scaled(self, t: Tensor) -> Tensor:
         """(N, C) -> ``gamma * t`` (N, C, 1, 1) (``t`` without a gamma)."""

@@ -30,7 +30,8 @@ from .attention_fast import allow_inplace, swap_inference_forms
 from .fold import FoldReport, fold_batch_norms, fold_identity_attention
 from .residual_tail import fuse_residual_tails
 
-__all__ = ['FastReport', 'prepare_fast', 'cpu_bf16_units', 'resolve_bf16', 'COMPILE_PARTS', 'ATTENTION_MODES']
+__all__ = ['FastReport', 'prepare_fast', 'cpu_bf16_units', 'resolve_bf16', 'cast_weights_bf16', 'COMPILE_PARTS',
+           'ATTENTION_MODES', 'FAST_DTYPES', 'FAST_ENTRY_POINTS']
 
 COMPILE_PARTS: tuple[str, ...] = ('backbone', 'neck', 'head', 'decode_head', 'auxiliary_head')
 _BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
@@ -148,6 +149,8 @@ def _to_channels_last(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ..
     return None
 
 
+# ``--fast-dtype`` of the command line and the benchmarks -> prepare_fast's ``bf16``
+FAST_DTYPES: dict[str, bool | str] = {'auto': 'auto', 'fp32': False, 'bf16': True}
 # the modules whose weights bf16 autocast casts at every call (conv*, linear are on its lower-precision list)
 _AUTOCAST_WEIGHT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
                           nn.ConvTranspose3d, nn.Linear)
@@ -237,10 +240,10 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
         attention = 'fast'  # the compiled parts compile the forms inside them
     forms = {} if attention == 'eager' else swap_inference_forms(
         model, compile=attention == 'compile', for_compiler=compile)
-    # eager forms only: a compiled graph fuses the passes itself
+    eager_forms = attention == 'fast' and not compile  # a compiled graph fuses the passes itself
     # fused tails first: the forms they take over are no longer attached, so allow_inplace leaves them alone
-    tails = fuse_residual_tails(model) if attention == 'fast' and not compile and fuse_residual else []
-    inplace = allow_inplace(model, set(fold.folded_norms)) if attention == 'fast' and not compile else []
+    tails = fuse_residual_tails(model) if eager_forms and fuse_residual else []
+    inplace = allow_inplace(model, set(fold.folded_norms)) if eager_forms else []
     if channels_last:
         model.to(memory_format=torch.channels_last)
         entry = getattr(model, 'backbone', None)
