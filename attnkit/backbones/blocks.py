@@ -66,6 +66,9 @@ class _AttentionSlots(nn.Module):
         # set by attnkit.deploy.fuse_residual_tails: ``attn`` (an inference form, detached from the norm) runs
         # in _finish with the residual addition and the ReLU, in fewer passes over the map
         self.attn_fused_tail = False
+        # set by the same function for a bottleneck whose conv3 is a bare 1x1 conv (its norm folded): ``attn`` also
+        # runs conv3 and reads its statistics from conv3's input (a quarter of the map), ``forward_expansion``
+        self.attn_reads_expansion = False
         if attention is not None:
             # 'after_conv3': on the branch after its last norm (bn3 / bn2), before the addition (SE-Net);
             # 'after_block': the block's own output (after the addition and ReLU).
@@ -224,6 +227,8 @@ class Bottleneck(_AttentionSlots):
         if self.pool is not None:
             out = self.pool(out)
         out = self.relu(self.bn2(self.conv2(out) if self.sa is None else self.sa(out)))
+        if self.attn_reads_expansion:  # the fast path: conv3, the attention, the addition and the ReLU in one call
+            return self.attn.forward_expansion(out, self.conv3, self._shortcut(x))
         out = self.bn3(self.conv3(out))
         return self._finish(out, self._shortcut(x))
 

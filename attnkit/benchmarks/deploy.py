@@ -343,6 +343,7 @@ def _flops_or_none(call: Callable[[], Any]) -> int | None:
 # attention-table variants: label -> prepare_fast keyword arguments ('fast' is prepare_fast's default)
 ATTENTION_VARIANTS: dict[str, dict[str, Any]] = {
     'fast': {},
+    'fast, stats from conv3 output': {'read_expansion': False},
     'fast, tails unfused': {'fuse_residual': False},
     'fast, eager attention': {'attention': 'eager'},
     'fast, compiled attention': {'attention': 'compile'},
@@ -356,7 +357,9 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
     """Median seconds of ResNet backbones with attention vs the plain one, on the fast path.
 
     Variants (:data:`ATTENTION_VARIANTS`): ``fast`` (the default: attention in its inference form, gates fused with
-    the blocks' residual additions), ``fast, tails unfused`` (the forms alone, the blocks' own additions), ``fast,
+    the blocks' residual additions, statistics read through the bottlenecks' ``conv3``), ``fast, stats from conv3
+    output`` (fused tails that read the map itself; only where ``fast`` reads through some ``conv3``), ``fast, tails
+    unfused`` (the forms alone, the blocks' own additions), ``fast,
     eager attention`` (the modules as trained, for comparison), and with ``compile`` ``fast, compiled attention``
     (each inference form compiled alone) and ``fast + compile`` (the whole backbone compiled). The plain backbone
     has no attention, so it runs ``fast`` (and ``fast + compile``) only; each row's overhead is against the plain
@@ -368,7 +371,8 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
     compiled form's call; summed per call, median over calls) and its share of the plain backbone's median: the
     overhead measured directly. A fused tail also does the block's addition and ReLU, which the plain backbone
     does too: its time minus the plain backbone's time in the same blocks' additions (a timer round their
-    ``_finish``) is counted.
+    ``_finish``) is counted; a tail that also runs ``conv3`` (reading through the expansion) has the plain
+    backbone's ``conv3`` time in those blocks taken off as well.
 
     Returns:
         ``{'size': px, 'rows': {'<kind> <variant>': {'median_s', 'overhead', 'all_s', 'attention_s',
@@ -386,7 +390,10 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
     runners: dict[str, Callable[[], Any]] = {}
     inside: dict[str, list[float]] = {}  # per call: seconds inside the attention modules
     fused_rows: dict[str, bool] = {}  # rows whose attention (partly) runs in fused residual tails
+    expansion_rows: dict[str, bool] = {}  # rows whose tails also run conv3
     tail_blocks: set[str] = set()  # blocks whose attention runs in a fused tail, in any variant
+    expansion_blocks: set[str] = set()  # blocks whose tail runs conv3, in any variant
+    plain_conv3: list[float] = []  # per call of the plain backbone: seconds in conv3 of expansion_blocks
     plain_fast: nn.Module | None = None
     for kind in ('plain',) + tuple(kinds):
         torch.manual_seed(0)
@@ -394,19 +401,25 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
         cfg = dict(base) if kind == 'plain' else dict(base, attention=dict(type=kind), identity_init=True)
         model = build_backbone(cfg).eval().to(device)
         _trained_gammas(model)
+        reads_expansion = False  # the 'fast' variant (prepared first) reads through some conv3
         for variant in variants:
             if kind == 'plain' and variant not in ('fast', 'fast + compile'):
                 continue
+            if 'read_expansion' in ATTENTION_VARIANTS[variant] and not reads_expansion:
+                continue  # the same model as 'fast'
             fast, report = prepare_fast(copy.deepcopy(model), bf16=bf16, **ATTENTION_VARIANTS[variant])
             if variant == 'fast':
                 notes.append(f'{kind}: {report.summary()}')
+                reads_expansion = bool(report.expansion_tails)
             tail_blocks.update(n.rpartition('.')[0] for n in report.fused_tails)
+            expansion_blocks.update(n.rpartition('.')[0] for n in report.expansion_tails)
             if 'compile' in variant:
                 start = time.perf_counter()
                 fast(x)
                 notes.append(f'{kind} {variant}: compile (first call) {time.perf_counter() - start:.0f} s')
             name = f'{kind} {variant}'
             fused_rows[name] = bool(report.fused_tails)
+            expansion_rows[name] = bool(report.expansion_tails)
             if kind != 'plain' and variant != 'fast + compile' and timed_inside:
                 inside[name] = []
                 fast = _time_attention(fast, inside[name])
@@ -416,8 +429,13 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
                 fast, inside.get(name))
     if plain_fast is not None and tail_blocks:  # the plain backbone's additions + ReLUs in those blocks
         _time_tails(plain_fast, sorted(tail_blocks), inside['plain fast'])
+        for block in sorted(expansion_blocks):  # conv3 runs as a plain call in the plain backbone
+            conv3 = plain_fast.get_submodule(block).conv3
+            conv3.forward = _timed(conv3.forward, plain_conv3)
+        runners['plain fast'] = (lambda run: (lambda: (plain_conv3.append(0.0), run())))(runners['plain fast'])
     times = _interleaved(runners, iters, warmup, device)
     plain_tails = statistics.median(inside.pop('plain fast')[-iters:]) if 'plain fast' in inside else 0.0
+    conv3_time = statistics.median(plain_conv3[-iters:]) if plain_conv3 else 0.0
     med = {name: statistics.median(v) for name, v in times.items()}
     rows = {}
     for name, value in med.items():
@@ -425,7 +443,7 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
         plain = med['plain fast + compile' if mode == 'fast + compile' else 'plain fast']
         att = statistics.median(inside[name][-iters:]) if name in inside else None
         if att is not None and fused_rows.get(name):
-            att -= plain_tails
+            att -= plain_tails + (conv3_time if expansion_rows.get(name) else 0.0)
         rows[name] = {'median_s': value, 'overhead': value / plain - 1, 'all_s': times[name], 'attention_s': att,
                       'attention_share': None if att is None else att / plain}
     return {'size': size, 'rows': rows, 'notes': notes}
@@ -444,8 +462,10 @@ def _time_attention(model: nn.Module, calls: list[float]) -> nn.Module:
         calls[-1] += time.perf_counter() - starts.pop()
 
     for module in model.modules():
-        if isinstance(module, InferenceGate) and module.fuses_residual:  # runs as the tail when its block fused it
-            module.forward_residual = _timed(module.forward_residual, calls)
+        if getattr(module, 'attn_fused_tail', False):  # a block whose form runs as its tail (one entry point)
+            form = module.attn
+            entry = 'forward_expansion' if module.attn_reads_expansion else 'forward_residual'
+            setattr(form, entry, _timed(getattr(form, entry), calls))
         if isinstance(module, (AttentionModule, InferenceGate)):
             compiled = getattr(module, '_compiled_call_impl', None)
             if compiled is not None:  # hooks would be traced into its graph and break it (30x slower): wrap it

@@ -45,8 +45,9 @@ before a ResNet block's residual addition computes ``relu(form(x) + identity)`` 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -58,9 +59,11 @@ from ..attention.coord import CoordAttention
 from ..attention.eca import ECAModule
 from ..attention.gc import GlobalContextBlock
 from ..attention.se import SEModule, linear
+from .map_stats import (channel_dot, expanded_weighted_sum, expansion_pays, expansion_weight, hw_mean,
+                        hw_weighted_sum, mean_over, run_expansion)
 
 __all__ = ['InferenceGate', 'FastSE', 'FastECA', 'FastCBAM', 'FastGC', 'FastCoord', 'INFERENCE_FORMS',
-           'inference_form', 'swap_inference_forms', 'allow_inplace']
+           'inference_form', 'swap_inference_forms', 'allow_inplace', 'hw_mean', 'mean_over']
 
 
 # dtypes whose in-place broadcast multiply is the faster one on the CPU: for bf16 maps x.mul_(gate) took 2x the
@@ -68,20 +71,16 @@ __all__ = ['InferenceGate', 'FastSE', 'FastECA', 'FastCBAM', 'FastGC', 'FastCoor
 _INPLACE_DTYPES = (torch.float32, torch.float64)
 
 
-def hw_mean(x: Tensor) -> Tensor:
-    """(N, C, H, W) -> the mean over H x W (N, C), by the average-pooling kernel: for a bf16 channels_last map on
-    the CPU 2x faster than ``x.sum((2, 3))`` (0.16 vs 0.32 ms at 512 x 64 x 64), as fast in fp32."""
-    return F.avg_pool2d(x, tuple(x.shape[2:])).flatten(1)
+_NO_CHANGE = contextlib.nullcontext()
 
 
-def mean_over(x: Tensor, dims: int | tuple[int, ...], keepdim: bool = False) -> Tensor:
-    """``x.mean(dims)`` as ``x.sum(dims) * (1 / n)``: the same value; for bf16 maps on the CPU 5-9x faster
-    (torch's bf16 ``mean`` reduction is not vectorised like its ``sum``: 0.76 vs 0.09 ms at 512 x 64 x 64)."""
-    dims_t = (dims,) if isinstance(dims, int) else dims
-    n = 1
-    for d in dims_t:
-        n *= x.shape[d]
-    return x.sum(dims_t, keepdim=keepdim) * (1.0 / n)
+def fp32_gate_math(x: Tensor) -> ContextManager[Any]:
+    """A context in which the forms' small gate layers (MLPs, ECA's conv1d, GC's transforms) run in fp32: autocast
+    off on x's device (a no-op context when autocast is off there). Their inputs are (N, C) vectors: in bf16 each
+    tiny matrix product costs 18-30 us on the CPU against 3-8 us in fp32 (torch 2.14, AVX512-BF16), 4-6x, and
+    :func:`~attnkit.deploy.fast.cast_weights_bf16` leaves the forms' weights in fp32."""
+    device = x.device.type
+    return torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else _NO_CHANGE
 
 
 class InferenceGate(nn.Module):
@@ -117,7 +116,8 @@ class InferenceGate(nn.Module):
         return self.inplace and x.dtype in _INPLACE_DTYPES
 
     def _gate(self, x: Tensor, gate: Tensor) -> Tensor:
-        """``x * gate`` (broadcast), into x's buffer when :meth:`_in_place`."""
+        """``x * gate`` (broadcast; the gate cast to x's dtype), into x's buffer when :meth:`_in_place`."""
+        gate = gate.to(x.dtype)
         return x.mul_(gate) if self._in_place(x) else x * gate
 
     def _blend_gate(self, a: Tensor) -> Tensor:
@@ -134,6 +134,18 @@ class InferenceGate(nn.Module):
         """
         out = self(x.clone() if self._in_place(x) else x)  # this fallback saves nothing; it keeps x unwritten
         return F.relu(out + identity)
+
+    # the form has forward_expansion: its statistics read through a bottleneck's 1x1 expansion (conv3's input)
+    reads_expansion: bool = False
+
+    def forward_expansion(self, z: Tensor, conv: nn.Conv2d, identity: Tensor) -> Tensor:
+        """``relu(self(conv(z)) + identity)`` with the statistics read from ``z`` through the 1x1 expansion
+        ``conv`` (:mod:`attnkit.deploy.map_stats`): a quarter of the map's reads in a ResNet bottleneck.
+
+        z (N, C_in, H, W), identity (N, C, H, W) -> (N, C, H, W), a new tensor. Forms with ``reads_expansion``
+        override it; this fallback runs the convolution and :meth:`forward_residual`.
+        """
+        return self.forward_residual(run_expansion(z, conv), identity)
 
     def extra_repr(self) -> str:
         gamma = f'{float(self.gamma):.4g}' if self.blend else 'none'
@@ -157,15 +169,16 @@ class FastSE(InferenceGate):
         super().__init__(module)
         self.fc1, self.fc2 = module.fc1, module.fc2
 
-    def _channel_gate(self, x: Tensor) -> Tensor:
-        """x (N, C, H, W) -> the blended gate (N, C, 1, 1)."""
-        return self._blend_gate(torch.sigmoid(linear(self.fc2, F.relu(linear(self.fc1, hw_mean(x))))))
+    def _gate_of_mean(self, mean: Tensor) -> Tensor:
+        """The H x W mean (N, C) -> the blended gate (N, C, 1, 1), in fp32."""
+        with fp32_gate_math(mean):
+            return self._blend_gate(torch.sigmoid(linear(self.fc2, F.relu(linear(self.fc1, mean.float())))))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._gate(x, self._channel_gate(x))
+        return self._gate(x, self._gate_of_mean(hw_mean(x)))
 
     def forward_residual(self, x: Tensor, identity: Tensor) -> Tensor:
-        return gated_residual(x, self._channel_gate(x), identity)
+        return gated_residual(x, self._gate_of_mean(hw_mean(x)), identity)
 
 
 class FastECA(InferenceGate):
@@ -178,15 +191,16 @@ class FastECA(InferenceGate):
         super().__init__(module)
         self.conv = module.conv
 
-    def _channel_gate(self, x: Tensor) -> Tensor:
-        """x (N, C, H, W) -> the blended gate (N, C, 1, 1)."""
-        return self._blend_gate(torch.sigmoid(self.conv(hw_mean(x).unsqueeze(1))).squeeze(1))
+    def _gate_of_mean(self, mean: Tensor) -> Tensor:
+        """The H x W mean (N, C) -> the blended gate (N, C, 1, 1), in fp32."""
+        with fp32_gate_math(mean):
+            return self._blend_gate(torch.sigmoid(self.conv(mean.float().unsqueeze(1))).squeeze(1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._gate(x, self._channel_gate(x))
+        return self._gate(x, self._gate_of_mean(hw_mean(x)))
 
     def forward_residual(self, x: Tensor, identity: Tensor) -> Tensor:
-        return gated_residual(x, self._channel_gate(x), identity)
+        return gated_residual(x, self._gate_of_mean(hw_mean(x)), identity)
 
 
 class FastCBAM(InferenceGate):
@@ -214,9 +228,10 @@ class FastCBAM(InferenceGate):
         return not self.blend  # the blend reads x after the gates
 
     def _channel_gate(self, pooled: Tensor, n: int) -> Tensor:
-        """(2N, C) mean and max pooled rows -> Mc (N, C): both paths through one MLP call."""
-        logits = linear(self.fc2, F.relu(linear(self.fc1, pooled)))
-        return torch.sigmoid(logits[:n] + logits[n:])
+        """(2N, C) mean and max pooled rows -> Mc (N, C), in fp32: both paths through one MLP call."""
+        with fp32_gate_math(pooled):
+            logits = linear(self.fc2, F.relu(linear(self.fc1, pooled.float())))
+            return torch.sigmoid(logits[:n] + logits[n:])
 
     def _spatial_gate(self, desc: Tensor) -> Tensor:
         """(N, 2, H, W) mean/max descriptor -> Ms (N, 1, H, W)."""
@@ -232,7 +247,7 @@ class FastCBAM(InferenceGate):
         # max over H x W by the max-pooling kernel: 2x faster than amax((2, 3)) on a bf16 channels_last map here
         # (0.21-0.24 vs 0.43-0.47 ms at 512 x 64 x 64; fp32 0.44 vs 0.53), the same values
         hw_max = F.adaptive_max_pool2d(x, 1).flatten(1)
-        channel = self._channel_gate(torch.cat([hw_mean(x), hw_max], 0), n)  # (N, C)
+        channel = self._channel_gate(torch.cat([hw_mean(x), hw_max], 0), n).to(x.dtype)  # (N, C)
         y = x.mul_(channel[:, :, None, None]) if in_place else x * channel[:, :, None, None]
         desc = torch.cat([mean_over(y, 1, keepdim=True), y.amax(1, keepdim=True)], 1)  # (N, 2, H, W), small
         return y, self._spatial_gate(desc)
@@ -251,6 +266,11 @@ class FastCBAM(InferenceGate):
         the addition in two passes written into y's buffer, then the ReLU (one pass fewer than the form followed by
         the block's addition)."""
         y, spatial = self._gates(x, False)
+        return self._residual_tail(x, y, spatial, identity)
+
+    def _residual_tail(self, x: Tensor, y: Tensor, spatial: Tensor, identity: Tensor) -> Tensor:
+        """``relu(y * (gamma Ms) + (1 - gamma) x + identity)`` written into y's buffer (x is not read without
+        gamma, so y may then be x's buffer)."""
         if not self.blend:
             return torch.addcmul(identity, y, spatial.to(y.dtype), out=y).relu_()
         torch.addcmul(identity, y, (spatial * self.gamma.to(spatial.dtype)).to(y.dtype), out=y)
@@ -299,30 +319,74 @@ class FastGC(InferenceGate):
         """With a ``'scale'`` fusion (the gate joins the residual addition); ``'add'`` alone saves no pass."""
         return self.transform_scale is not None
 
+    reads_expansion = True
+
+    def _expansion_fp32(self, conv: nn.Conv2d) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+        """The expansion's weight W (C, C_in) and bias b in fp32, and the logit conv read through it: ``v W``
+        (1, C_in) and ``v . b + c`` (1,) or None. Computed once per weight version (small matrix products in bf16
+        cost 4-6x their fp32 time on the CPU here, and these do not depend on the input); not in the state dict."""
+        logit_w, logit_b = self._logit_weight()
+        tensors = (conv.weight, conv.bias, logit_w, logit_b)
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors if t is not None)
+        cached = getattr(self, '_expansion_cache', None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                weight = expansion_weight(conv).detach().float()
+                bias = None if conv.bias is None else conv.bias.detach().float()
+                v = logit_w.detach().float()
+                shift = None if bias is None else (v * bias).sum(1)
+                if logit_b is not None:
+                    shift = logit_b.detach().float() if shift is None else shift + logit_b.detach().float()
+                cached = self._expansion_cache = (key, weight, bias, v @ weight, shift)
+        return cached[1], cached[2], cached[3], cached[4]
+
+    def _logit_weight(self) -> tuple[Tensor, Tensor | None]:
+        """The 1x1 logit conv (C -> 1) as (1, C) weight and (1,) bias (or None)."""
+        conv = self.context_logits
+        return conv.weight.reshape(1, -1), conv.bias
+
     def _context(self, x: Tensor) -> Tensor:
-        """x (N, C, H, W) -> the attention-pooled context (N, C)."""
-        n, c, h, w = x.shape
-        conv = self.context_logits  # 1x1, C -> 1: as a matrix-vector product on the map's own layout
-        if memory_format_of(x) == torch.channels_last:  # the NHWC view (N, HW, C), no copy
-            flat = x.permute(0, 2, 3, 1).reshape(n, h * w, c)
-            logits = torch.matmul(flat, conv.weight.reshape(c, 1).to(x.dtype)).squeeze(2)  # (N, HW)
-        else:
-            logits = torch.matmul(conv.weight.reshape(1, c).to(x.dtype), x.reshape(n, c, h * w)).squeeze(1)
-        if conv.bias is not None:
-            logits = logits + conv.bias.to(logits.dtype)
-        weights = torch.softmax(logits.float(), dim=1).to(x.dtype)  # (N, HW)
-        if memory_format_of(x) == torch.channels_last:  # (N, 1, HW) @ (N, HW, C) on the NHWC view: for
-            # bf16 16x faster than the (N, C, HW) @ (N, HW, 1) product of a strided view (2.8 vs 0.17 ms here)
-            return torch.bmm(weights.unsqueeze(1), flat).squeeze(1)
-        return torch.matmul(x.reshape(n, c, h * w), weights.unsqueeze(2)).squeeze(2)
+        """x (N, C, H, W) -> the attention-pooled context (N, C): the logit conv as a matrix-vector product on the
+        map's own layout, softmax over H x W in fp32, the weighted sum likewise."""
+        logits = channel_dot(x, *self._logit_weight())  # (N, HW)
+        return hw_weighted_sum(x, torch.softmax(logits.float(), dim=1))
 
     def forward_residual(self, x: Tensor, identity: Tensor) -> Tensor:
         if self.transform_scale is None:
             return super().forward_residual(x, identity)
+        return self._map_tail(x, identity)
+
+    def _map_tail(self, x: Tensor, identity: Tensor) -> Tensor:
+        """``relu(self(x) + identity)`` with the context read from x (not written): ``x * g + identity`` in one
+        ``addcmul`` (or ``x + identity``), the ``'add'`` term in one more pass, the ReLU in place."""
         context = self._context(x)
-        out = torch.addcmul(identity, x, self._scale_gate(context).to(x.dtype))
+        gate = None if self.transform_scale is None else self._scale_gate(context)
+        out = torch.add(x, identity) if gate is None else torch.addcmul(identity, x, gate.to(x.dtype))
         if self.transform_add is not None:
-            out.add_(self._scaled(self.transform_add(context)).to(out.dtype))
+            out.add_(self._shift(context).to(out.dtype))
+        return out.relu_()
+
+    def forward_expansion(self, z: Tensor, conv: nn.Conv2d, identity: Tensor) -> Tensor:
+        """Logits and context from z (a quarter of the map's reads); for one sample the ``'add'`` term goes into
+        the expansion's bias (and a ``'scale'`` gate with it into its weight), so the map is passed over only by
+        the plain block's addition and ReLU. A batch keeps the gate on the map (``addcmul``) and adds the term in
+        one more pass (it differs per sample). Where the expansion's weight outweighs the map
+        (:func:`~attnkit.deploy.map_stats.expansion_pays`), the statistics read the map."""
+        if not expansion_pays(z, conv):
+            return self._map_tail(run_expansion(z, conv), identity)
+        weight, bias, logit_v, logit_c = self._expansion_fp32(conv)
+        with fp32_gate_math(z):  # the small products in fp32; the two reads of z in z's dtype
+            logits = channel_dot(z, logit_v, logit_c)  # = the logit conv on conv(z)
+            context = expanded_weighted_sum(z, weight, bias, torch.softmax(logits.float(), dim=1))
+        gate = None if self.transform_scale is None else self._scale_gate(context)  # (N, C, 1, 1)
+        shift = None if self.transform_add is None else self._shift(context)
+        if z.shape[0] == 1 and shift is not None:  # x * g + t = (W g) z + (b g + t): both folded
+            x = run_expansion(z, conv, None if gate is None else gate.flatten(), shift.flatten())
+            return x.add_(identity).relu_()
+        x = run_expansion(z, conv)
+        out = torch.add(x, identity) if gate is None else torch.addcmul(identity, x, gate.to(x.dtype))
+        if shift is not None:
+            out.add_(shift.to(out.dtype))
         return out.relu_()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -330,18 +394,21 @@ class FastGC(InferenceGate):
         if self.transform_scale is not None:
             out = self._gate(x, self._scale_gate(context))
             if self.transform_add is not None:
-                out.add_(self._scaled(self.transform_add(context)).to(out.dtype))
+                out.add_(self._shift(context).to(out.dtype))
             return out
-        shift = self._scaled(self.transform_add(context)).to(x.dtype)
+        shift = self._shift(context).to(x.dtype)
         return x.add_(shift) if self._in_place(x) else x + shift
 
     def _scale_gate(self, context: Tensor) -> Tensor:
-        """(N, C) context -> the blended ``'scale'`` gate (N, C, 1, 1)."""
-        return self._blend_gate(torch.sigmoid(self.transform_scale(context)))
+        """(N, C) context -> the blended ``'scale'`` gate (N, C, 1, 1), in fp32."""
+        with fp32_gate_math(context):
+            return self._blend_gate(torch.sigmoid(self.transform_scale(context.float())))
 
-    def _scaled(self, t: Tensor) -> Tensor:
-        """(N, C) -> ``gamma * t`` (N, C, 1, 1) (``t`` without a gamma)."""
-        return (t * self.gamma.to(t.dtype) if self.blend else t)[:, :, None, None]
+    def _shift(self, context: Tensor) -> Tensor:
+        """(N, C) context -> the ``'add'`` term ``gamma * T_a c`` (N, C, 1, 1), in fp32."""
+        with fp32_gate_math(context):
+            t = self.transform_add(context.float())
+            return (t * self.gamma if self.blend else t)[:, :, None, None]
 
 
 class FastCoord(InferenceGate):

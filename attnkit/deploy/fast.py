@@ -57,6 +57,8 @@ class FastReport:
             :func:`cast_weights_bf16`).
         fused_tails: names of the forms run with their block's residual addition and ReLU
             (:func:`~attnkit.deploy.residual_tail.fuse_residual_tails`; ``'fast'`` mode without ``compile``).
+        expansion_tails: those of ``fused_tails`` that also run their bottleneck's ``conv3`` and read their
+            statistics from its input (``read_expansion``).
     """
 
     fold: FoldReport
@@ -69,6 +71,7 @@ class FastReport:
     attention_mode: str = 'fast'
     inplace_forms: list[str] = field(default_factory=list)
     fused_tails: list[str] = field(default_factory=list)
+    expansion_tails: list[str] = field(default_factory=list)
     bf16_weights: int = 0
 
     def summary(self) -> str:
@@ -93,6 +96,7 @@ class FastReport:
         done = ', compiled alone' if self.attention_mode == 'compile' and counts else ''
         own = f', {len(self.inplace_forms)} in place' if self.inplace_forms else ''
         own += f', {len(self.fused_tails)} fused with the residual addition' if self.fused_tails else ''
+        own += f" ({len(self.expansion_tails)} reading conv3's input)" if self.expansion_tails else ''
         return f'{len(self.attention_forms)} attention modules in inference form{detail}{done}{own}'
 
 
@@ -164,12 +168,16 @@ def cast_weights_bf16(model: nn.Module) -> int:
     Under bf16 autocast these are cast at every call (a copy of every weight per forward: ~6 % of a ResNet-50's
     time at 512² on a CPU with bf16 units, measured); stored in bf16 the cast is skipped and the result is the
     same bits. The layers must then run under bf16 autocast (the fast path's entry points do). Layers inside
-    ``nn.MultiheadAttention`` (whose packed input projection is not a module) are left as they are.
+    ``nn.MultiheadAttention`` (whose packed input projection is not a module) and inside the attention inference
+    forms (whose gate layers run in fp32: :func:`~attnkit.deploy.attention_fast.fp32_gate_math`) are left as
+    they are.
 
     Returns:
         How many layers were converted.
     """
-    skip = {id(m) for mha in model.modules() if isinstance(mha, nn.MultiheadAttention) for m in mha.modules()}
+    from .attention_fast import InferenceGate  # their small gate layers run in fp32 (fp32_gate_math)
+    skip = {id(m) for holder in model.modules() if isinstance(holder, (nn.MultiheadAttention, InferenceGate))
+            for m in holder.modules()}
     count = 0
     for module in model.modules():
         if not isinstance(module, _AUTOCAST_WEIGHT_TYPES) or id(module) in skip:
@@ -193,7 +201,8 @@ def _fast_forward(forward: Any, device_type: str, bf16: bool) -> Any:
 def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: bool = True,
                  compile: bool = False, fold_attention: bool = True,
                  compile_parts: Sequence[str] = COMPILE_PARTS, compile_mode: str | None = None,
-                 attention: str = 'fast', fuse_residual: bool = True) -> tuple[nn.Module, FastReport]:
+                 attention: str = 'fast', fuse_residual: bool = True,
+                 read_expansion: bool = True) -> tuple[nn.Module, FastReport]:
     """Make ``model`` (an attnkit task model or any module) fast for inference; in place.
 
     Args:
@@ -214,6 +223,8 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
         fuse_residual: in ``'fast'`` mode without ``compile``, run each attention gate placed before a ResNet
             block's residual addition together with the addition and the ReLU (one pass fewer over the map,
             :func:`~attnkit.deploy.residual_tail.fuse_residual_tails`).
+        read_expansion: with ``fuse_residual``, a form in a bottleneck also runs its folded 1x1 ``conv3`` and reads
+            its statistics from conv3's input, a quarter of the map (:mod:`attnkit.deploy.map_stats`).
 
     Returns:
         ``(model, report)``: the same module object (``forward`` and ``predict_all``, where the model has it, now
@@ -242,7 +253,8 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
         model, compile=attention == 'compile', for_compiler=compile)
     eager_forms = attention == 'fast' and not compile  # a compiled graph fuses the passes itself
     # fused tails first: the forms they take over are no longer attached, so allow_inplace leaves them alone
-    tails = fuse_residual_tails(model) if eager_forms and fuse_residual else []
+    tails = fuse_residual_tails(model, expansion=read_expansion) if eager_forms and fuse_residual else []
+    through = [n for n in tails if model.get_submodule(n.rpartition('.')[0]).attn_reads_expansion]
     inplace = allow_inplace(model, set(fold.folded_norms)) if eager_forms else []
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -266,5 +278,6 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
             setattr(model, entry, _fast_forward(method, device.type, on))
     return model, FastReport(fold=fold, device=str(device), channels_last=channels_last, bf16=on,
                              bf16_reason=why, compiled=compiled, attention_forms=forms, attention_mode=attention,
-                             inplace_forms=inplace, fused_tails=tails, bf16_weights=cast)
+                             inplace_forms=inplace, fused_tails=tails, expansion_tails=through,
+                             bf16_weights=cast)
 
