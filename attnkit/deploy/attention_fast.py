@@ -316,7 +316,8 @@ class FastGC(InferenceGate):
 
     @property
     def fuses_residual(self) -> bool:  # type: ignore[override]
-        """With a ``'scale'`` fusion (the gate joins the residual addition); ``'add'`` alone saves no pass."""
+        """With a ``'scale'`` fusion (the gate joins the residual addition); ``'add'`` alone saves no pass here (it
+        does through a bottleneck's conv3: :meth:`forward_expansion`)."""
         return self.transform_scale is not None
 
     reads_expansion = True
@@ -360,10 +361,19 @@ class FastGC(InferenceGate):
         """``relu(self(x) + identity)`` with the context read from x (not written): ``x * g + identity`` in one
         ``addcmul`` (or ``x + identity``), the ``'add'`` term in one more pass, the ReLU in place."""
         context = self._context(x)
+        return self._tail(x, identity, *self._terms(context))
+
+    def _terms(self, context: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """(N, C) context -> the ``'scale'`` gate and the ``'add'`` term, each (N, C, 1, 1) or None."""
         gate = None if self.transform_scale is None else self._scale_gate(context)
+        return gate, None if self.transform_add is None else self._shift(context)
+
+    @staticmethod
+    def _tail(x: Tensor, identity: Tensor, gate: Tensor | None, shift: Tensor | None) -> Tensor:
+        """``relu(x * gate + shift + identity)``: one ``addcmul`` (or addition), the shift in one more pass."""
         out = torch.add(x, identity) if gate is None else torch.addcmul(identity, x, gate.to(x.dtype))
-        if self.transform_add is not None:
-            out.add_(self._shift(context).to(out.dtype))
+        if shift is not None:
+            out.add_(shift.to(out.dtype))
         return out.relu_()
 
     def forward_expansion(self, z: Tensor, conv: nn.Conv2d, identity: Tensor) -> Tensor:
@@ -378,16 +388,11 @@ class FastGC(InferenceGate):
         with fp32_gate_math(z):  # the small products in fp32; the two reads of z in z's dtype
             logits = channel_dot(z, logit_v, logit_c)  # = the logit conv on conv(z)
             context = expanded_weighted_sum(z, weight, bias, torch.softmax(logits.float(), dim=1))
-        gate = None if self.transform_scale is None else self._scale_gate(context)  # (N, C, 1, 1)
-        shift = None if self.transform_add is None else self._shift(context)
+        gate, shift = self._terms(context)
         if z.shape[0] == 1 and shift is not None:  # x * g + t = (W g) z + (b g + t): both folded
             x = run_expansion(z, conv, None if gate is None else gate.flatten(), shift.flatten())
             return x.add_(identity).relu_()
-        x = run_expansion(z, conv)
-        out = torch.add(x, identity) if gate is None else torch.addcmul(identity, x, gate.to(x.dtype))
-        if shift is not None:
-            out.add_(shift.to(out.dtype))
-        return out.relu_()
+        return self._tail(run_expansion(z, conv), identity, gate, shift)
 
     def forward(self, x: Tensor) -> Tensor:
         context = self._context(x)
