@@ -184,3 +184,32 @@ def test_bf16_fast_path_computes_the_gates_in_fp32(kind):
     for a, b, c in zip(expected, fast(x), autocast):
         assert b.dtype == torch.bfloat16 and _rel(a, b.float()) <= 2 * _rel(a, c.float()) + 1e-2, \
             (kind, _rel(a, b.float()), _rel(a, c.float()))
+
+
+def test_gc_detector_fast_path_gives_the_eager_detections():
+    """An FCOS detector on a ResNet-50 with GC (the ``fcos_r50-gc`` layout, tiny widths) through prepare_fast in
+    fp32: one image (the 'add' term folded into conv3's bias) and a batch of two (the term added on the map) give
+    the eager model's labels, boxes (1e-3 px) and scores (1e-5)."""
+    from attnkit import build_model
+    torch.manual_seed(0)
+    cfg = dict(type='Detector',
+               backbone=dict(type='ResNet', depth=50, base_channels=8, out_indices=(1, 2, 3), identity_init=True,
+                             attention=dict(type='gc', stages=(False, True, True, True))),
+               neck=dict(type='FPN', out_channels=16, num_outs=3),
+               head=dict(type='FCOSHead', feat_channels=16, stacked_convs=2, strides=(8, 16, 32),
+                         regress_ranges=((-1, 16), (16, 32), (32, 1e8)), score_thr=0.0, max_per_img=50))
+    model = build_model(cfg, metainfo={'classes': ['a', 'b', 'c']}).eval()
+    randomise_norms(model, gammas=True)
+    fast, report = prepare_fast(copy.deepcopy(model), bf16=False)
+    assert len(report.expansion_tails) == 13 and all(n.startswith('backbone.layer') for n in report.expansion_tails)
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (2, 3, 96, 96), dtype=torch.uint8, generator=g)
+    meta = {'ori_size': (96, 96), 'img_size': (96, 96), 'scale_factor': (1.0, 1.0)}
+    for n in (1, 2):
+        batch = {'images': images[:n], 'metas': [dict(meta) for _ in range(n)]}
+        with torch.no_grad():
+            expected = model(batch)
+        for e, got in zip(expected, fast(batch)):
+            assert len(e['boxes']) == 50 and torch.equal(e['labels'], got['labels'])
+            assert torch.allclose(e['boxes'], got['boxes'], atol=1e-3)
+            assert torch.allclose(e['scores'], got['scores'], atol=1e-5)
