@@ -138,6 +138,18 @@ class InferenceGate(nn.Module):
     # the form has forward_expansion: its statistics read through a bottleneck's 1x1 expansion (conv3's input)
     reads_expansion: bool = False
 
+    def _expansion_fp32(self, conv: nn.Conv2d) -> tuple[Tensor, Tensor | None]:
+        """The expansion's weight W (C, C_in) and bias b (or None) in fp32: copied once per weight version when
+        stored in bf16 (small matrix products in bf16 cost 4-6x their fp32 time on the CPU here), the weights
+        themselves when fp32. Not part of the state dict."""
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in (conv.weight, conv.bias) if t is not None)
+        cached = getattr(self, '_expansion_cache', None)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                bias = None if conv.bias is None else conv.bias.detach().float()
+                cached = self._expansion_cache = (key, expansion_weight(conv).detach().float(), bias)
+        return cached[1], cached[2]
+
     def forward_expansion(self, z: Tensor, conv: nn.Conv2d, identity: Tensor) -> Tensor:
         """``relu(self(conv(z)) + identity)`` with the statistics read from ``z`` through the 1x1 expansion
         ``conv`` (:mod:`attnkit.deploy.map_stats`): a quarter of the map's reads in a ResNet bottleneck.
@@ -322,24 +334,22 @@ class FastGC(InferenceGate):
 
     reads_expansion = True
 
-    def _expansion_fp32(self, conv: nn.Conv2d) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
-        """The expansion's weight W (C, C_in) and bias b in fp32, and the logit conv read through it: ``v W``
-        (1, C_in) and ``v . b + c`` (1,) or None. Computed once per weight version (small matrix products in bf16
-        cost 4-6x their fp32 time on the CPU here, and these do not depend on the input); not in the state dict."""
+    def _logit_through(self, conv: nn.Conv2d) -> tuple[Tensor, Tensor | None]:
+        """The logit conv read through the expansion: ``v W`` (1, C_in) and ``v . b + c`` (1,) or None, in fp32,
+        computed once per weight version (they do not depend on the input)."""
+        weight, bias = self._expansion_fp32(conv)
         logit_w, logit_b = self._logit_weight()
-        tensors = (conv.weight, conv.bias, logit_w, logit_b)
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors if t is not None)
-        cached = getattr(self, '_expansion_cache', None)
+        key = (self._expansion_cache[0],) + tuple((t.data_ptr(), t._version, t.dtype)
+                                                  for t in (logit_w, logit_b) if t is not None)
+        cached = getattr(self, '_logit_cache', None)
         if cached is None or cached[0] != key:
             with torch.no_grad():
-                weight = expansion_weight(conv).detach().float()
-                bias = None if conv.bias is None else conv.bias.detach().float()
                 v = logit_w.detach().float()
                 shift = None if bias is None else (v * bias).sum(1)
                 if logit_b is not None:
                     shift = logit_b.detach().float() if shift is None else shift + logit_b.detach().float()
-                cached = self._expansion_cache = (key, weight, bias, v @ weight, shift)
-        return cached[1], cached[2], cached[3], cached[4]
+                cached = self._logit_cache = (key, v @ weight, shift)
+        return cached[1], cached[2]
 
     def _logit_weight(self) -> tuple[Tensor, Tensor | None]:
         """The 1x1 logit conv (C -> 1) as (1, C) weight and (1,) bias (or None)."""
@@ -384,7 +394,8 @@ class FastGC(InferenceGate):
         (:func:`~attnkit.deploy.map_stats.expansion_pays`), the statistics read the map."""
         if not expansion_pays(z, conv):
             return self._map_tail(run_expansion(z, conv), identity)
-        weight, bias, logit_v, logit_c = self._expansion_fp32(conv)
+        weight, bias = self._expansion_fp32(conv)
+        logit_v, logit_c = self._logit_through(conv)
         with fp32_gate_math(z):  # the small products in fp32; the two reads of z in z's dtype
             logits = channel_dot(z, logit_v, logit_c)  # = the logit conv on conv(z)
             context = expanded_weighted_sum(z, weight, bias, torch.softmax(logits.float(), dim=1))
