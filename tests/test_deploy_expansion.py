@@ -114,7 +114,7 @@ def test_gc_expansion_cache_follows_new_weights():
         module.context_logits.load_state_dict({k: v * 3 for k, v in module.context_logits.state_dict().items()})
         assert _rel(torch.relu(module(conv(z)) + identity), form.forward_expansion(z, conv, identity)) <= 1e-5
         conv.weight.data = conv.weight.data.bfloat16()  # as cast_weights_bf16 stores them: a new tensor
-        weight, _ = form._expansion_fp32(conv)
+        weight, _, _, _ = form._expansion_fp32(conv)
         assert weight.dtype == torch.float32 and torch.equal(weight, expansion_weight(conv).float())
 
 

@@ -148,6 +148,7 @@ def run(model: torch.nn.Module, batch: dict[str, Any]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from attnkit.deploy import FAST_DTYPES
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--multitask', nargs=2, default=list(DEMO_MULTI), metavar=('CONFIG', 'CKPT'))
     parser.add_argument('--single', nargs=6, default=list(DEMO_SINGLE), metavar='CFG_OR_CKPT',
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                         help='estimate the training compute from N timed steps per model instead')
     parser.add_argument('--fast', action='store_true',
                         help='time every model on the inference fast path (attnkit.deploy.prepare_fast)')
-    parser.add_argument('--fast-dtype', choices=('auto', 'fp32', 'bf16'), default='auto',
+    parser.add_argument('--fast-dtype', choices=tuple(FAST_DTYPES), default='auto',
                         help="with --fast: bf16 where the CPU has bf16 units ('auto'), or forced")
     parser.add_argument('--out', help='write the figures as JSON here')
     args = parser.parse_args(argv)
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (_, _, source) in models.items():
         print(f'{name:<13} {source}', file=sys.stderr)
     if args.fast:  # the same fast path for all four models
-        from attnkit.deploy import FAST_DTYPES, prepare_fast
+        from attnkit.deploy import prepare_fast
         for name, (cfg, m, source) in models.items():
             fast, report = prepare_fast(m, bf16=FAST_DTYPES[args.fast_dtype])
             models[name] = (cfg, fast, source)

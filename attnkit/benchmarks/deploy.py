@@ -600,6 +600,7 @@ def main(argv: list[str]) -> int:
     """``attnkit bench deploy [--iters N] [--only NAME] [--out FILE] [--json FILE] [--smoke] [--no-compile]
     [--compile-attention-only] [--fast-dtype auto|fp32|bf16] [--device cpu|cuda|cuda:N]
     [--no-onnx] [--threads N] [--attention-size PX]``."""
+    from ..deploy import FAST_DTYPES
     parser = argparse.ArgumentParser(prog='attnkit bench deploy', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--iters', type=int, default=10, help='timed calls per variant (median reported)')
@@ -618,7 +619,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument('--attention-size', type=int, metavar='PX',
                         help='input size of the attention-overhead table (default 512; smoke 64)')
     parser.add_argument('--json', help='also write the figures as JSON to this file')
-    parser.add_argument('--fast-dtype', choices=('auto', 'fp32', 'bf16'), default='auto',
+    parser.add_argument('--fast-dtype', choices=tuple(FAST_DTYPES), default='auto',
                         help='the fast rows\' dtype: auto = bf16 on a CPU with bf16 units (or CUDA), else fp32')
     parser.add_argument('--device', default='cpu',
                         help='where every model runs: cpu (default) or cuda[:N] (timed to the end of its kernels; '
@@ -641,7 +642,6 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     iters, warmup = (1, 0) if args.smoke else (args.iters, args.warmup)
     compile_ = args.compile and not args.smoke and not args.compile_attention_only
-    from ..deploy import FAST_DTYPES
     bf16 = FAST_DTYPES[args.fast_dtype]
     selected = args.only or list(known)
     facts = machine_facts()

@@ -6,7 +6,7 @@ from .fold import FoldReport, fold_batch_norms, fold_identity_attention
 from .attention_fast import allow_inplace, inference_form, swap_inference_forms
 from .residual_tail import fuse_residual_tails
 
-__all__ = ['prepare_fast', 'FastReport', 'FAST_DTYPES', 'cpu_bf16_units', 'cast_weights_bf16', 'FoldReport', 'fold_batch_norms',
-           'fold_identity_attention', 'export_onnx', 'export_torch', 'export_model', 'compare_exported',
+__all__ = ['prepare_fast', 'FastReport', 'FAST_DTYPES', 'cpu_bf16_units', 'cast_weights_bf16', 'FoldReport',
+           'fold_batch_norms', 'fold_identity_attention', 'export_onnx', 'export_torch', 'export_model', 'compare_exported',
            'check_attention_export', 'ExportError', 'inference_form', 'swap_inference_forms', 'allow_inplace',
            'fuse_residual_tails']

@@ -135,29 +135,9 @@ class InferenceGate(nn.Module):
         out = self(x.clone() if self._in_place(x) else x)  # this fallback saves nothing; it keeps x unwritten
         return F.relu(out + identity)
 
-    # the form has forward_expansion: its statistics read through a bottleneck's 1x1 expansion (conv3's input)
+    # the form has forward_expansion(z, conv, identity): ``relu(self(conv(z)) + identity)`` with its statistics read
+    # through a bottleneck's 1x1 expansion (conv3's input z, a quarter of the map; attnkit.deploy.map_stats)
     reads_expansion: bool = False
-
-    def _expansion_fp32(self, conv: nn.Conv2d) -> tuple[Tensor, Tensor | None]:
-        """The expansion's weight W (C, C_in) and bias b (or None) in fp32: copied once per weight version when
-        stored in bf16 (small matrix products in bf16 cost 4-6x their fp32 time on the CPU here), the weights
-        themselves when fp32. Not part of the state dict."""
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in (conv.weight, conv.bias) if t is not None)
-        cached = getattr(self, '_expansion_cache', None)
-        if cached is None or cached[0] != key:
-            with torch.no_grad():
-                bias = None if conv.bias is None else conv.bias.detach().float()
-                cached = self._expansion_cache = (key, expansion_weight(conv).detach().float(), bias)
-        return cached[1], cached[2]
-
-    def forward_expansion(self, z: Tensor, conv: nn.Conv2d, identity: Tensor) -> Tensor:
-        """``relu(self(conv(z)) + identity)`` with the statistics read from ``z`` through the 1x1 expansion
-        ``conv`` (:mod:`attnkit.deploy.map_stats`): a quarter of the map's reads in a ResNet bottleneck.
-
-        z (N, C_in, H, W), identity (N, C, H, W) -> (N, C, H, W), a new tensor. Forms with ``reads_expansion``
-        override it; this fallback runs the convolution and :meth:`forward_residual`.
-        """
-        return self.forward_residual(run_expansion(z, conv), identity)
 
     def extra_repr(self) -> str:
         gamma = f'{float(self.gamma):.4g}' if self.blend else 'none'
@@ -278,11 +258,6 @@ class FastCBAM(InferenceGate):
         the addition in two passes written into y's buffer, then the ReLU (one pass fewer than the form followed by
         the block's addition)."""
         y, spatial = self._gates(x, False)
-        return self._residual_tail(x, y, spatial, identity)
-
-    def _residual_tail(self, x: Tensor, y: Tensor, spatial: Tensor, identity: Tensor) -> Tensor:
-        """``relu(y * (gamma Ms) + (1 - gamma) x + identity)`` written into y's buffer (x is not read without
-        gamma, so y may then be x's buffer)."""
         if not self.blend:
             return torch.addcmul(identity, y, spatial.to(y.dtype), out=y).relu_()
         torch.addcmul(identity, y, (spatial * self.gamma.to(spatial.dtype)).to(y.dtype), out=y)
@@ -334,22 +309,25 @@ class FastGC(InferenceGate):
 
     reads_expansion = True
 
-    def _logit_through(self, conv: nn.Conv2d) -> tuple[Tensor, Tensor | None]:
-        """The logit conv read through the expansion: ``v W`` (1, C_in) and ``v . b + c`` (1,) or None, in fp32,
-        computed once per weight version (they do not depend on the input)."""
-        weight, bias = self._expansion_fp32(conv)
+    def _expansion_fp32(self, conv: nn.Conv2d) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+        """The expansion's weight W (C, C_in) and bias b (or None) in fp32, and the logit conv read through it:
+        ``v W`` (1, C_in) and ``v . b + c`` (1,) or None. Computed once per version of these weights (small matrix
+        products in bf16 cost 4-6x their fp32 time on the CPU here, and none depends on the input); the fp32 W is
+        the weight itself when stored in fp32. Not part of the state dict."""
         logit_w, logit_b = self._logit_weight()
-        key = (self._expansion_cache[0],) + tuple((t.data_ptr(), t._version, t.dtype)
-                                                  for t in (logit_w, logit_b) if t is not None)
-        cached = getattr(self, '_logit_cache', None)
+        tensors = (conv.weight, conv.bias, logit_w, logit_b)
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors if t is not None)
+        cached = getattr(self, '_expansion_cache', None)
         if cached is None or cached[0] != key:
             with torch.no_grad():
+                weight = expansion_weight(conv).detach().float()
+                bias = None if conv.bias is None else conv.bias.detach().float()
                 v = logit_w.detach().float()
                 shift = None if bias is None else (v * bias).sum(1)
                 if logit_b is not None:
                     shift = logit_b.detach().float() if shift is None else shift + logit_b.detach().float()
-                cached = self._logit_cache = (key, v @ weight, shift)
-        return cached[1], cached[2]
+                cached = self._expansion_cache = (key, weight, bias, v @ weight, shift)
+        return cached[1], cached[2], cached[3], cached[4]
 
     def _logit_weight(self) -> tuple[Tensor, Tensor | None]:
         """The 1x1 logit conv (C -> 1) as (1, C) weight and (1,) bias (or None)."""
@@ -394,8 +372,7 @@ class FastGC(InferenceGate):
         (:func:`~attnkit.deploy.map_stats.expansion_pays`), the statistics read the map."""
         if not expansion_pays(z, conv):
             return self._map_tail(run_expansion(z, conv), identity)
-        weight, bias = self._expansion_fp32(conv)
-        logit_v, logit_c = self._logit_through(conv)
+        weight, bias, logit_v, logit_c = self._expansion_fp32(conv)
         with fp32_gate_math(z):  # the small products in fp32; the two reads of z in z's dtype
             logits = channel_dot(z, logit_v, logit_c)  # = the logit conv on conv(z)
             context = expanded_weighted_sum(z, weight, bias, torch.softmax(logits.float(), dim=1))

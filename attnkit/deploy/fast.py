@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..registry import closest_names
-from .attention_fast import allow_inplace, swap_inference_forms
+from .attention_fast import InferenceGate, allow_inplace, swap_inference_forms
 from .fold import FoldReport, fold_batch_norms, fold_identity_attention
 from .residual_tail import fuse_residual_tails
 
@@ -175,7 +175,6 @@ def cast_weights_bf16(model: nn.Module) -> int:
     Returns:
         How many layers were converted.
     """
-    from .attention_fast import InferenceGate  # their small gate layers run in fp32 (fp32_gate_math)
     skip = {id(m) for holder in model.modules() if isinstance(holder, (nn.MultiheadAttention, InferenceGate))
             for m in holder.modules()}
     count = 0
