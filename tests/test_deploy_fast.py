@@ -405,7 +405,9 @@ def test_bench_deploy_smoke_writes_the_table(tmp_path, capsys):
     assert case['rows']['attnkit fast']['flops'] == case['flops']['attnkit']
     assert set(report['attention']['rows']) == {f'{k} {v}' for k in ('cbam', 'se', 'gc')
                                                 for v in ('fast', 'fast, tails unfused', 'fast, eager attention')} | \
-        {'plain fast'}
+        {'plain fast', 'cbam fast, stock ops (no native kernel)'}  # the cbam forms run through the native kernel
+    assert '6 through the native CPU kernel' in next(line for line in text.splitlines()
+                                                     if line.startswith('- cbam: fast path'))
     # the smoke backbone's blocks (after_conv3, the default) fuse cbam and se with their additions; gc ('add') not
     for kind, fused in (('cbam', True), ('se', True), ('gc', False)):
         assert ('6 fused with the residual addition' in next(
@@ -426,8 +428,8 @@ def test_attention_table_times_compiled_forms_inside_their_calls():
     from attnkit.benchmarks import deploy
     table = deploy.attention_overhead(iters=3, warmup=1, compile='attention', tiny=True, kinds=('cbam',))
     rows = table['rows']
-    assert set(rows) == {'plain fast', 'cbam fast', 'cbam fast, tails unfused', 'cbam fast, eager attention',
-                         'cbam fast, compiled attention'}
+    assert set(rows) == {'plain fast', 'cbam fast', 'cbam fast, stock ops (no native kernel)',
+                         'cbam fast, tails unfused', 'cbam fast, eager attention', 'cbam fast, compiled attention'}
     compiled = rows['cbam fast, compiled attention']
     assert 0 < compiled['attention_s'] < compiled['median_s']
     assert compiled['attention_s'] < 5 * rows['cbam fast, eager attention']['attention_s']

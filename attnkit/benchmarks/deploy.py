@@ -344,6 +344,7 @@ def _flops_or_none(call: Callable[[], Any]) -> int | None:
 ATTENTION_VARIANTS: dict[str, dict[str, Any]] = {
     'fast': {},
     'fast, stats from conv3 output': {'read_expansion': False},
+    'fast, stock ops (no native kernel)': {'native': False},
     'fast, tails unfused': {'fuse_residual': False},
     'fast, eager attention': {'attention': 'eager'},
     'fast, compiled attention': {'attention': 'compile'},
@@ -358,7 +359,8 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
 
     Variants (:data:`ATTENTION_VARIANTS`): ``fast`` (the default: attention in its inference form, gates fused with
     the blocks' residual additions, statistics read through the bottlenecks' ``conv3``), ``fast, stats from conv3
-    output`` (fused tails that read the map itself; only where ``fast`` reads through some ``conv3``), ``fast, tails
+    output`` (fused tails that read the map itself; only where ``fast`` reads through some ``conv3``), ``fast, stock
+    ops (no native kernel)`` (only where ``fast`` runs some form through a native CPU kernel), ``fast, tails
     unfused`` (the forms alone, the blocks' own additions), ``fast,
     eager attention`` (the modules as trained, for comparison), and with ``compile`` ``fast, compiled attention``
     (each inference form compiled alone) and ``fast + compile`` (the whole backbone compiled). The plain backbone
@@ -402,15 +404,19 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
         model = build_backbone(cfg).eval().to(device)
         _trained_gammas(model)
         reads_expansion = False  # the 'fast' variant (prepared first) reads through some conv3
+        uses_native = False  # ... runs some form through a native kernel
         for variant in variants:
             if kind == 'plain' and variant not in ('fast', 'fast + compile'):
                 continue
             if 'read_expansion' in ATTENTION_VARIANTS[variant] and not reads_expansion:
                 continue  # the same model as 'fast'
+            if 'native' in ATTENTION_VARIANTS[variant] and not uses_native:
+                continue
             fast, report = prepare_fast(copy.deepcopy(model), bf16=bf16, **ATTENTION_VARIANTS[variant])
             if variant == 'fast':
                 notes.append(f'{kind}: {report.summary()}')
                 reads_expansion = bool(report.expansion_tails)
+                uses_native = bool(report.native_forms)
             tail_blocks.update(n.rpartition('.')[0] for n in report.fused_tails)
             expansion_blocks.update(n.rpartition('.')[0] for n in report.expansion_tails)
             if 'compile' in variant:

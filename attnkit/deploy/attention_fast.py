@@ -59,6 +59,7 @@ from ..attention.coord import CoordAttention
 from ..attention.eca import ECAModule
 from ..attention.gc import GlobalContextBlock
 from ..attention.se import SEModule, linear
+from .cbam_native import CBAMKernel
 from .map_stats import (channel_dot, expanded_weighted_sum, expansion_pays, expansion_weight, hw_mean,
                         hw_weighted_sum, mean_over, run_expansion)
 
@@ -214,10 +215,20 @@ class FastCBAM(InferenceGate):
             self.spatial = conv
         else:
             self.spatial = module.spatial
+        # the native CPU kernel (attnkit.deploy.cbam_native), set by use_native_kernels on the fast path
+        self.native: CBAMKernel | None = None
 
     @property
     def can_run_inplace(self) -> bool:
         return not self.blend  # the blend reads x after the gates
+
+    def use_native(self, kernel: CBAMKernel | None) -> bool:
+        """Run through ``kernel`` where the input allows (:meth:`CBAMKernel.accepts`); False (and unchanged) when
+        the spatial conv is not the kernel's (2 -> 1 channels, odd k x k, stride 1, 'same' zero padding)."""
+        if kernel is not None and not kernel.spatial_conv_ok(self.spatial):
+            return False
+        self.native = kernel
+        return kernel is not None
 
     def _channel_gate(self, pooled: Tensor, n: int) -> Tensor:
         """(2N, C) mean and max pooled rows -> Mc (N, C), in fp32: both paths through one MLP call."""
@@ -247,6 +258,8 @@ class FastCBAM(InferenceGate):
     def forward(self, x: Tensor) -> Tensor:
         if self.for_compiler:
             return self._forward_flat(x)
+        if self.native is not None and self.native.accepts(x):  # the kernel reads x before writing each element
+            return self.native.run(self, x, None, x if self.inplace else torch.empty_like(x), relu=False)
         y, spatial = self._gates(x, self._in_place(x))
         if not self.blend:
             return y.mul_(spatial.to(y.dtype))
@@ -257,6 +270,8 @@ class FastCBAM(InferenceGate):
         """``relu(y * (gamma Ms) + (1 - gamma) x + identity)`` with ``y = x * Mc``: after ``y``, the blend and
         the addition in two passes written into y's buffer, then the ReLU (one pass fewer than the form followed by
         the block's addition)."""
+        if self.native is not None and self.native.accepts(x, identity):
+            return self.native.run(self, x, identity, torch.empty_like(x), relu=True)
         y, spatial = self._gates(x, False)
         if not self.blend:
             return torch.addcmul(identity, y, spatial.to(y.dtype), out=y).relu_()

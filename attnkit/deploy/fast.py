@@ -28,6 +28,8 @@ from ..errors import ConfigError
 from ..registry import closest_names
 from .attention_fast import InferenceGate, allow_inplace, swap_inference_forms
 from .fold import FoldReport, fold_batch_norms, fold_identity_attention
+from .cbam_native import cbam_kernel
+from .kernels import kernel_status
 from .residual_tail import fuse_residual_tails
 
 __all__ = ['FastReport', 'prepare_fast', 'cpu_bf16_units', 'resolve_bf16', 'cast_weights_bf16', 'COMPILE_PARTS',
@@ -59,6 +61,8 @@ class FastReport:
             (:func:`~attnkit.deploy.residual_tail.fuse_residual_tails`; ``'fast'`` mode without ``compile``).
         expansion_tails: those of ``fused_tails`` that also run their bottleneck's ``conv3`` and read their
             statistics from its input (``read_expansion``).
+        native_forms: names of the forms run through a native CPU kernel (``cbam``: :mod:`~attnkit.deploy.cbam_native`).
+        native_status: where the kernel was built from, or why it is not used ('' when no form could use one).
     """
 
     fold: FoldReport
@@ -73,6 +77,8 @@ class FastReport:
     fused_tails: list[str] = field(default_factory=list)
     expansion_tails: list[str] = field(default_factory=list)
     bf16_weights: int = 0
+    native_forms: list[str] = field(default_factory=list)
+    native_status: str = ''
 
     def summary(self) -> str:
         """One line for the command line's output."""
@@ -97,6 +103,10 @@ class FastReport:
         own = f', {len(self.inplace_forms)} in place' if self.inplace_forms else ''
         own += f', {len(self.fused_tails)} fused with the residual addition' if self.fused_tails else ''
         own += f" ({len(self.expansion_tails)} reading conv3's input)" if self.expansion_tails else ''
+        if self.native_forms:
+            own += f', {len(self.native_forms)} through the native CPU kernel'
+        elif self.native_status:
+            own += f', native CPU kernel not used: {self.native_status}'
         return f'{len(self.attention_forms)} attention modules in inference form{detail}{done}{own}'
 
 
@@ -201,7 +211,7 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
                  compile: bool = False, fold_attention: bool = True,
                  compile_parts: Sequence[str] = COMPILE_PARTS, compile_mode: str | None = None,
                  attention: str = 'fast', fuse_residual: bool = True,
-                 read_expansion: bool = True) -> tuple[nn.Module, FastReport]:
+                 read_expansion: bool = True, native: bool | str = 'auto') -> tuple[nn.Module, FastReport]:
     """Make ``model`` (an attnkit task model or any module) fast for inference; in place.
 
     Args:
@@ -224,6 +234,10 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
             :func:`~attnkit.deploy.residual_tail.fuse_residual_tails`).
         read_expansion: with ``fuse_residual``, a form in a bottleneck also runs its folded 1x1 ``conv3`` and reads
             its statistics from conv3's input, a quarter of the map (:mod:`attnkit.deploy.map_stats`).
+        native: in ``'fast'`` mode without ``compile``, run the forms that have one through a native CPU kernel
+            (``cbam``: :mod:`attnkit.deploy.cbam_native`, built with the system's C compiler on first use):
+            ``'auto'`` where the model is on the CPU and the kernel builds, True (the same, an error where it does
+            not build), False never.
 
     Returns:
         ``(model, report)``: the same module object (``forward`` and ``predict_all``, where the model has it, now
@@ -255,6 +269,7 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
     tails = fuse_residual_tails(model, expansion=read_expansion) if eager_forms and fuse_residual else []
     through = [n for n in tails if model.get_submodule(n.rpartition('.')[0]).attn_reads_expansion]
     inplace = allow_inplace(model, set(fold.folded_norms)) if eager_forms else []
+    natives, native_status = use_native_kernels(model, native, device) if eager_forms else ([], '')
     if channels_last:
         model.to(memory_format=torch.channels_last)
         entry = getattr(model, 'backbone', None)
@@ -278,5 +293,32 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
     return model, FastReport(fold=fold, device=str(device), channels_last=channels_last, bf16=on,
                              bf16_reason=why, compiled=compiled, attention_forms=forms, attention_mode=attention,
                              inplace_forms=inplace, fused_tails=tails, expansion_tails=through,
-                             bf16_weights=cast)
+                             bf16_weights=cast, native_forms=natives, native_status=native_status)
+
+
+def use_native_kernels(model: nn.Module, setting: bool | str, device: torch.device) -> tuple[list[str], str]:
+    """Give every inference form of ``model`` that has a native CPU kernel (``use_native``) that kernel; in place.
+
+    Args:
+        setting: ``'auto'``, True or False (see :func:`prepare_fast`'s ``native``).
+
+    Returns:
+        (the names of the forms that run through it, a one-line status: the build, or why not; '' when no form of
+        the model has a kernel).
+    """
+    if setting not in ('auto', True, False):
+        raise ConfigError(f"prepare_fast: native must be 'auto', True or False, got {setting!r}.")
+    forms = [(name, m) for name, m in model.named_modules() if callable(getattr(m, 'use_native', None))]
+    if not forms:
+        return [], ''
+    if setting is False:
+        return [], 'off (native=False)'
+    if device.type != 'cpu':
+        return [], f'the model is on {device.type}, the kernel is for the CPU'
+    kernel = cbam_kernel()
+    status = kernel_status('cbam_cpu')
+    if kernel is None and setting is True:
+        raise ConfigError(f'prepare_fast: native=True, but the CBAM kernel is not available: {status}.')
+    names = [name for name, m in forms if m.use_native(kernel)]
+    return names, status
 

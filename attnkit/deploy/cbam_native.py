@@ -1,0 +1,105 @@
+"""CBAM's inference form through the native CPU kernel (:mod:`attnkit.deploy.kernels`, ``cbam_cpu.c``).
+
+Stock torch ops need ``y = x * Mc`` as a tensor to take its statistics over channels, so the form costs seven
+extra reads and two writes of the (N, C, H, W) map beyond the plain block's addition. The kernel makes three
+passes over x, each one loop over a channels_last map viewed (N, HW, C):
+
+1. the mean and the max over H x W per channel (one read);
+2. with the channel gate ``Mc`` (computed between the passes by the form's own MLP, in fp32): the mean and the max
+   over C of ``x * Mc`` per position, without writing ``y`` (one read); then the k x k spatial conv and its sigmoid
+   on that tiny (N, 2, H, W) descriptor, as ``gamma * Ms``;
+3. ``out = x * (Mc * gamma Ms + 1 - gamma) [+ identity] [relu]`` (one read of x and of identity, one write: the
+   plain block's own pass).
+
+Maps: float32 or bfloat16, channels_last-contiguous, on the CPU; statistics and gates are fp32 and bf16 is
+rounded once, at the output. Anything else (NCHW, CUDA, autograd, tracing and compiling) takes the form's stock
+path. Outputs equal the stock path within float rounding (~1e-6 relative in fp32).
+"""
+from __future__ import annotations
+
+import ctypes
+
+import torch
+from torch import Tensor, nn
+
+from .kernels import load_kernel
+
+__all__ = ['CBAMKernel', 'cbam_kernel']
+
+_DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1}
+_P, _L, _F, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int
+
+
+class CBAMKernel:
+    """The loaded ``cbam_cpu`` library with its argument types; :meth:`run` computes one CBAM form's output."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        lib.channel_stats.argtypes = [_P, _I, _L, _L, _L, _P, _P, _I]
+        lib.spatial_desc.argtypes = [_P, _I, _P, _L, _L, _L, _L, _L, _P, _I]
+        lib.spatial_gate.argtypes = [_P, _P, _F, _L, _L, _L, _L, _L, _F, _P, _I]
+        lib.tail.argtypes = [_P, _P, _I, _P, _P, _F, _L, _L, _L, _I, _P, _I]
+        self.lib = lib
+
+    def __reduce__(self) -> tuple:
+        """Copies and pickles of a prepared model share this process's loaded kernel (a ctypes library is not
+        copyable)."""
+        return (cbam_kernel, ())
+
+    @staticmethod
+    def spatial_conv_ok(conv: nn.Conv2d) -> bool:
+        """The spatial conv is the kernel's: 2 -> 1 channels, odd square kernel k, stride 1, 'same' zero padding."""
+        k = conv.kernel_size[0]
+        return (conv.in_channels == 2 and conv.out_channels == 1 and conv.kernel_size == (k, k) and k % 2 == 1
+                and tuple(conv.stride) == (1, 1) and tuple(conv.dilation) == (1, 1) and conv.groups == 1
+                and tuple(conv.padding) == (k // 2, k // 2) and conv.padding_mode == 'zeros')
+
+    @staticmethod
+    def accepts(x: Tensor, identity: Tensor | None = None) -> bool:
+        """Whether x (and identity) can take the kernel path: CPU, fp32/bf16, channels_last-contiguous, no
+        autograd, not traced, exported or compiled."""
+        if (x.device.type != 'cpu' or x.dtype not in _DTYPE_CODES or x.dim() != 4
+                or not x.is_contiguous(memory_format=torch.channels_last)
+                or (x.requires_grad and torch.is_grad_enabled())):
+            return False
+        if identity is not None and (identity.shape != x.shape or identity.dtype != x.dtype
+                                     or identity.device != x.device
+                                     or not identity.is_contiguous(memory_format=torch.channels_last)):
+            return False
+        return not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
+
+    def run(self, form: nn.Module, x: Tensor, identity: Tensor | None, out: Tensor, relu: bool) -> Tensor:
+        """``out = cbam_form(x) [+ identity] [relu]``; x, identity, out (N, C, H, W) channels_last, one dtype
+        (``out`` may be x itself). ``form`` is a :class:`~attnkit.deploy.attention_fast.FastCBAM`: its channel MLP
+        (``_channel_gate``), ``spatial`` conv, ``gamma``/``blend``."""
+        n, c, h, w = x.shape
+        code, threads = _DTYPE_CODES[x.dtype], torch.get_num_threads()
+        stats = torch.empty(2 * n, c)  # rows: the N means, then the N maxima
+        self.lib.channel_stats(x.data_ptr(), code, n, h * w, c, stats.data_ptr(),
+                               stats.data_ptr() + n * c * stats.element_size(), threads)
+        gate = form._channel_gate(stats, n).contiguous()  # (N, C) fp32
+        conv = form.spatial
+        k = conv.kernel_size[0]
+        pad = k // 2
+        desc = torch.zeros(n, 2, h + 2 * pad, w + 2 * pad)  # zero border = the conv's padding
+        self.lib.spatial_desc(x.data_ptr(), code, gate.data_ptr(), n, h, w, c, pad, desc.data_ptr(), threads)
+        weight = conv.weight.detach().float().contiguous()
+        bias = 0.0 if conv.bias is None else float(conv.bias)
+        gamma = float(form.gamma) if form.blend else 1.0
+        spatial = torch.empty(n, h, w)  # gamma * Ms
+        self.lib.spatial_gate(desc.data_ptr(), weight.data_ptr(), bias, n, h, w, k, pad, gamma, spatial.data_ptr(),
+                              threads)
+        self.lib.tail(x.data_ptr(), None if identity is None else identity.data_ptr(), code, gate.data_ptr(),
+                      spatial.data_ptr(), 1.0 - gamma, n, h * w, c, int(relu), out.data_ptr(), threads)
+        return out
+
+
+_kernel: list[CBAMKernel | None] = []
+
+
+def cbam_kernel() -> CBAMKernel | None:
+    """The CBAM kernel, built on first call (None where it cannot be: see
+    :func:`attnkit.deploy.kernels.kernel_status` ``('cbam_cpu')``)."""
+    if not _kernel:
+        lib = load_kernel('cbam_cpu')
+        _kernel.append(None if lib is None else CBAMKernel(lib))
+    return _kernel[0]
