@@ -311,6 +311,7 @@ def test_test_command_fast_gives_the_eager_metrics(seg_files, run_cli):
     fast = run_cli('test', cfg, ckpt, '--device', 'cpu', '--fast', '--out', str(tmp / 'fast.json'))
     assert eager[0] == 0 and fast[0] == 0, eager[2] + fast[2]
     assert 'fast path on cpu' in fast[2] and 'identity attention modules removed' in fast[2]
+    assert '1 through the native CPU kernel' in fast[2]  # the trained CBAM (layer3.1) in the subprocess
     assert 'mIoU' in eager[1] and 'mIoU' in fast[1]
     m_eager, m_fast = (json.loads((tmp / f'{m}.json').read_text()) for m in ('eager', 'fast'))
     assert m_eager['mIoU'] > 0.05 and m_eager['aAcc'] > 0.05  # a non-trivial prediction: every pixel counts
