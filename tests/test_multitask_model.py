@@ -235,3 +235,37 @@ def test_shared_neck_config_errors_name_what_is_wrong():
     model = multitask(SHARED_BRANCHES, necks=SHARED_FPN)  # the neck's weights once, the seg aux head on layer3
     assert sum(k.startswith('necks.fpn.neck.') for k in model.state_dict()) == len(model.necks['fpn'].state_dict())
     assert model.branches['seg'].auxiliary_head.convs[0][0].weight.shape[1] == 16
+
+
+def test_infer_timing_parts_bookkeeping():
+    """``infer_timing --parts``: every top-level part (branches and necks one level deeper) is timed once per call
+    without changing outputs; the table's medians skip the 3 warm-up calls and the rest is total minus parts;
+    interleaved timing returns one median per function."""
+    from torch import nn
+
+    from attnkit.tasks.multitask.infer_timing import _interleaved_ms, _parts_table, time_parts
+
+    class Toy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = nn.Linear(4, 4)
+            self.branches = nn.ModuleDict({'det': nn.ModuleDict({'head': nn.Linear(4, 2)})})
+
+        def forward(self, x):
+            return self.branches['det']['head'](self.backbone(x))
+
+    model, x = Toy(), torch.randn(3, 4)
+    expected = model(x)
+    acc: dict[str, list[float]] = {}
+    time_parts(model, acc)
+    for _ in range(5):
+        assert torch.equal(model(x), expected)
+    assert sorted(acc) == ['backbone', 'branches.det.head'] and all(len(v) == 5 for v in acc.values())
+    # 5 calls, 2 sub-calls of part 'a' per call: medians over calls 4 and 5 (ms) = (3 + 3, 5 + 5) -> 8 ms
+    table = _parts_table({'a': [1e-3] * 6 + [3e-3, 3e-3, 5e-3, 5e-3], 'b': [2e-3] * 5}, calls=5, total_ms=20.0)
+    assert table == [f"    {'a':40s} {8.0:7.2f} ms", f"    {'b':40s} {2.0:7.2f} ms",
+                     f"    {'(outside the parts)':40s} {10.0:7.2f} ms"]
+    counts = [0, 0]
+    medians = _interleaved_ms([lambda: counts.__setitem__(0, counts[0] + 1),
+                               lambda: counts.__setitem__(1, counts[1] + 1)], repeats=4)
+    assert counts == [7, 7] and len(medians) == 2 and all(m >= 0 for m in medians)

@@ -2,11 +2,15 @@
 
     python -m attnkit.tasks.multitask.infer_timing configs/demo/multitask_r18_shapes.py \\
         configs/demo/fcos_r18-cbam_fpn_shapes.py configs/demo/danet_r18-d8_shapes.py \\
-        configs/demo/mcan_r18_gru_shapes.py [--size 128] [--repeats 20] [--threads 1]
+        configs/demo/mcan_r18_gru_shapes.py [--size 128] [--repeats 20] [--threads 1] [--fast [--fast-dtype fp32]]
+        [--parts]
 
 Random weights (time does not depend on them, except the detector's post-processing: its ``score_thr`` is raised
 to 1.01 everywhere so no box survives and NMS costs the same); one ``size``x``size`` image with one question;
-median wall time over ``repeats`` calls after 3 warm-up calls, on the CPU. Prints the median times and their ratio.
+median wall time over ``repeats`` rounds (one call of every model per round) after 3 warm-up rounds, on the CPU. Prints the median times and their ratio.
+``--fast`` times every model on :func:`attnkit.deploy.prepare_fast`'s path; ``--parts`` also prints the median time
+per call inside each top-level part (``backbone``, ``neck``, ``head``, ...; a multi-task model's branches and
+necks one level deeper) and what is left outside them (post-processing, input handling).
 """
 from __future__ import annotations
 
@@ -20,16 +24,53 @@ import torch
 from .param_count import build_with_train_metainfo
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
+def _interleaved_ms(fns: list[Callable[[], Any]], repeats: int) -> list[float]:
+    """Median wall ms of each of ``fns`` over ``repeats`` rounds (one call of every function per round, after 3
+    warm-up rounds): the machine's speed drift hits all alike."""
+    times: list[list[float]] = [[] for _ in fns]
     with torch.no_grad():
-        for _ in range(3):
-            fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        for round_ in range(3 + repeats):
+            for fn, acc in zip(fns, times):
+                t0 = time.perf_counter()
+                fn()
+                if round_ >= 3:
+                    acc.append(time.perf_counter() - t0)
+    return [statistics.median(acc) * 1e3 for acc in times]
+
+
+def time_parts(model: torch.nn.Module, acc: dict[str, list[float]]) -> None:
+    """Wrap the ``forward`` of each top-level child of ``model`` (of a multi-task model's ``branches`` and ``necks``
+    one level deeper) to append its wall seconds to ``acc[name]``; in place."""
+    def timed(name: str, module: torch.nn.Module) -> None:
+        forward = module.forward
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            out = forward(*args, **kwargs)
+            acc.setdefault(name, []).append(time.perf_counter() - start)
+            return out
+        module.forward = run
+    for name, child in model.named_children():
+        if name in ('branches', 'necks'):
+            for sub_name, sub in child.named_children():
+                for part, module in sub.named_children():
+                    timed(f'{name}.{sub_name}.{part}', module)
+        else:
+            timed(name, child)
+
+
+def _parts_table(acc: dict[str, list[float]], calls: int, total_ms: float) -> list[str]:
+    """Median ms per call inside each part (``acc`` holds ``calls`` calls' worth, the warm-up included) and the
+    rest of ``total_ms``."""
+    lines, inside = [], 0.0
+    for name, values in acc.items():
+        per_call = len(values) // calls
+        sums = [sum(values[i * per_call:(i + 1) * per_call]) for i in range(3, calls)]  # after the warm-up
+        ms = statistics.median(sums) * 1e3
+        inside += ms
+        lines.append(f'    {name:40s} {ms:7.2f} ms')
+    lines.append(f"    {'(outside the parts)':40s} {total_ms - inside:7.2f} ms")
+    return lines
 
 
 def _no_boxes(model: torch.nn.Module) -> None:
@@ -58,25 +99,44 @@ def main() -> None:
     parser.add_argument('--size', type=int, default=128)
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--fast', action='store_true', help='time the models on the fast path (prepare_fast)')
+    parser.add_argument('--fast-dtype', default='auto', choices=('auto', 'fp32', 'bf16'))
+    parser.add_argument('--parts', action='store_true', help='also the time inside each top-level part')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     multi = build_with_train_metainfo(args.multitask).eval()
     singles = [build_with_train_metainfo(p).eval() for p in args.singles]
     for m in [multi, *singles]:
         _no_boxes(m)
+    if args.fast:
+        from ...deploy import prepare_fast
+        bf16 = {'auto': 'auto', 'fp32': False, 'bf16': True}[args.fast_dtype]
+        for m in [multi, *singles]:
+            print(prepare_fast(m, bf16=bf16)[1].summary())
+    parts: list[dict[str, list[float]]] = [{} for _ in range(1 + len(singles))]
+    if args.parts:
+        for m, acc in zip([multi, *singles], parts):
+            time_parts(m, acc)
     vqa_meta = next((meta for name, meta in multi.metainfo['tasks'].items() if multi.tasks[name] == 'vqa'), None)
     batch = one_image_batch(args.size, vqa_meta)
     single_batches = []
     for m in singles:  # a single VQA model gets its own vocabulary's tokens
         meta = getattr(m, 'metainfo', {})
         single_batches.append(one_image_batch(args.size, meta) if 'answers' in meta else batch)
-    t_multi = _median_ms(lambda: multi.predict_all(batch), args.repeats)
-    t_singles = [_median_ms(lambda m=m, b=b: m(b), args.repeats) for m, b in zip(singles, single_batches)]
-    for path, t in zip(args.singles, t_singles):
+    t_multi, *t_singles = _interleaved_ms([lambda: multi.predict_all(batch)]
+                                          + [lambda m=m, b=b: m(b) for m, b in zip(singles, single_batches)],
+                                          args.repeats)
+    calls = args.repeats + 3
+    for path, t, acc in zip(args.singles, t_singles, parts[1:]):
         print(f'{path}: {t:.1f} ms')
+        if args.parts:
+            print('\n'.join(_parts_table(acc, calls, t)))
     print(f'sum of the single-task models: {sum(t_singles):.1f} ms')
     print(f'{args.multitask} predict_all: {t_multi:.1f} ms  (ratio {t_multi / sum(t_singles):.2f}; '
-          f'{args.threads} thread(s), {args.size} px, median of {args.repeats})')
+          f'{args.threads} thread(s), {args.size} px, median of {args.repeats} interleaved rounds'
+          f"{', fast path' if args.fast else ''})")
+    if args.parts:
+        print('\n'.join(_parts_table(parts[0], calls, t_multi)))
 
 
 if __name__ == '__main__':
