@@ -177,8 +177,9 @@ def test_fast_path_runs_cbam_through_the_kernel_and_equals_eager():
     no_cbam, report = prepare_fast(build_backbone(dict(type='ResNet', depth=18, base_channels=8,
                                                        attention=dict(type='se'))).eval())
     assert report.native_forms == [] and report.native_status == '' and 'native' not in report.summary()
-    with pytest.raises(ConfigError, match="native must be 'auto', True or False"):
-        prepare_fast(copy.deepcopy(model), native='yes')
+    for mode in ('fast', 'eager'):  # checked whatever else is asked (eager attention has no form to give it to)
+        with pytest.raises(ConfigError, match="native must be 'auto', True or False, got 'yes'"):
+            prepare_fast(copy.deepcopy(model), native='yes', attention=mode)
 
 
 def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -38,6 +38,7 @@ __all__ = ['FastReport', 'prepare_fast', 'cpu_bf16_units', 'resolve_bf16', 'cast
 COMPILE_PARTS: tuple[str, ...] = ('backbone', 'neck', 'head', 'decode_head', 'auxiliary_head')
 _BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
 ATTENTION_MODES: tuple[str, ...] = ('fast', 'compile', 'eager')
+NATIVE_SETTINGS: tuple[bool | str, ...] = ('auto', True, False)
 
 
 @dataclass
@@ -253,6 +254,8 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
         hint = f' Did you mean {close[0]!r}?' if close else ''
         raise ConfigError(f"prepare_fast: attention {attention!r} is not one of "
                           f"{', '.join(map(repr, ATTENTION_MODES))}.{hint}")
+    if native not in NATIVE_SETTINGS:
+        raise ConfigError(f"prepare_fast: native must be 'auto', True or False, got {native!r}.")
     model.eval()
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device('cpu')
@@ -306,8 +309,6 @@ def use_native_kernels(model: nn.Module, setting: bool | str, device: torch.devi
         (the names of the forms that run through it, a one-line status: the build, or why not; '' when no form of
         the model has a kernel).
     """
-    if setting not in ('auto', True, False):
-        raise ConfigError(f"prepare_fast: native must be 'auto', True or False, got {setting!r}.")
     forms = [(name, m) for name, m in model.named_modules() if callable(getattr(m, 'use_native', None))]
     if not forms:
         return [], ''
