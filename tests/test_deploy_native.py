@@ -61,8 +61,13 @@ CASES = [({}, 7, 1, 9, 13), ({'layout': 'timm'}, 7, 2, 8, 8), ({'spatial_kernel'
          ({'spatial_kernel': 9}, 9, 1, 4, 3), ({}, 7, 2, 1, 1)]
 
 
+def _case_id(case: tuple) -> str:
+    opts, _, n, h, w = case
+    return f"{'-'.join(map(str, opts.values())) or 'k7'}-n{n}-{h}x{w}"
+
+
 @pytest.mark.parametrize('gamma', [True, False], ids=['gamma', 'no-gamma'])
-@pytest.mark.parametrize('case', CASES, ids=lambda c: f"{'-'.join(map(str, c[0].values())) or 'k7'}-n{c[2]}-{c[3]}x{c[4]}")
+@pytest.mark.parametrize('case', CASES, ids=_case_id)
 def test_kernel_equals_the_stock_form_and_the_module(case, gamma, monkeypatch):
     """fp32, channels_last: the form and its residual tail through the kernel = the eager module (1e-5) and the
     stock-op form; odd sizes (H != W, maps smaller than the spatial kernel, 1 x 1), both layouts, 1 and 2 images,

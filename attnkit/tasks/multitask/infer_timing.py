@@ -7,10 +7,11 @@
 
 Random weights (time does not depend on them, except the detector's post-processing: its ``score_thr`` is raised
 to 1.01 everywhere so no box survives and NMS costs the same); one ``size``x``size`` image with one question;
-median wall time over ``repeats`` rounds (one call of every model per round) after 3 warm-up rounds, on the CPU. Prints the median times and their ratio.
-``--fast`` times every model on :func:`attnkit.deploy.prepare_fast`'s path; ``--parts`` also prints the median time
-per call inside each top-level part (``backbone``, ``neck``, ``head``, ...; a multi-task model's branches and
-necks one level deeper) and what is left outside them (post-processing, input handling).
+median wall time over ``repeats`` rounds (one call of every model per round) after 3 warm-up rounds, on the CPU.
+Prints the median times and their ratio. ``--fast`` times every model on :func:`attnkit.deploy.prepare_fast`'s
+path; ``--parts`` also prints the median time per call inside each top-level part (``backbone``, ``neck``,
+``head``, ...; a multi-task model's branches and necks one level deeper) and what is left outside them
+(post-processing, input handling).
 """
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ def main() -> None:
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--fast', action='store_true', help='time the models on the fast path (prepare_fast)')
-    parser.add_argument('--fast-dtype', default='auto', choices=('auto', 'fp32', 'bf16'))
+    parser.add_argument('--fast-dtype', default='auto', choices=('auto', 'fp32', 'bf16'))  # FAST_DTYPES' keys
     parser.add_argument('--parts', action='store_true', help='also the time inside each top-level part')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -109,10 +110,9 @@ def main() -> None:
     for m in [multi, *singles]:
         _no_boxes(m)
     if args.fast:
-        from ...deploy import prepare_fast
-        bf16 = {'auto': 'auto', 'fp32': False, 'bf16': True}[args.fast_dtype]
+        from ...deploy import FAST_DTYPES, prepare_fast
         for m in [multi, *singles]:
-            print(prepare_fast(m, bf16=bf16)[1].summary())
+            print(prepare_fast(m, bf16=FAST_DTYPES[args.fast_dtype])[1].summary())
     parts: list[dict[str, list[float]]] = [{} for _ in range(1 + len(singles))]
     if args.parts:
         for m, acc in zip([multi, *singles], parts):
