@@ -38,6 +38,19 @@ static inline uint16_t to_bf16(float f) {
 #define NT(n) ((n) < 1 ? 1 : (n))
 #define TILE 64 /* channels per register tile of channel_stats: 4 + 4 zmm accumulators */
 
+/* Rows lo..hi of one channel tile into the register accumulators s, m: BOUND is TILE (a constant trip count, so
+ * the accumulators stay in registers) or the last tile's width. */
+#define STATS_ROWS(T, LOAD, BOUND)                                                                             \
+    for (long q = lo; q < hi; ++q) {                                                                           \
+        const T *r = x + q * c + j0;                                                                           \
+        _Pragma("omp simd")                                                                                    \
+        for (long j = 0; j < (BOUND); ++j) {                                                                   \
+            float v = LOAD(r, j);                                                                              \
+            s[j] += v;                                                                                         \
+            m[j] = v > m[j] ? v : m[j];                                                                        \
+        }                                                                                                      \
+    }
+
 /* Per thread t: sum and max over its share of positions, for one image; part: (threads, 2, C). */
 #define CHANNEL_STATS(NAME, T, LOAD)                                                                          \
     static void NAME(const T *x, long p, long c, float *part, int t, int count) {                              \
@@ -48,24 +61,9 @@ static inline uint16_t to_bf16(float f) {
             float s[TILE], m[TILE];                                                                            \
             for (long j = 0; j < TILE; ++j) { s[j] = 0.0f; m[j] = -INFINITY; }                                 \
             if (width == TILE) {                                                                               \
-                for (long q = lo; q < hi; ++q) {                                                               \
-                    const T *r = x + q * c + j0;                                                               \
-                    _Pragma("omp simd")                                                                        \
-                    for (long j = 0; j < TILE; ++j) {                                                          \
-                        float v = LOAD(r, j);                                                                  \
-                        s[j] += v;                                                                             \
-                        m[j] = v > m[j] ? v : m[j];                                                            \
-                    }                                                                                          \
-                }                                                                                              \
+                STATS_ROWS(T, LOAD, TILE)                                                                      \
             } else {                                                                                           \
-                for (long q = lo; q < hi; ++q) {                                                               \
-                    const T *r = x + q * c + j0;                                                               \
-                    for (long j = 0; j < width; ++j) {                                                         \
-                        float v = LOAD(r, j);                                                                  \
-                        s[j] += v;                                                                             \
-                        m[j] = v > m[j] ? v : m[j];                                                            \
-                    }                                                                                          \
-                }                                                                                              \
+                STATS_ROWS(T, LOAD, width)                                                                     \
             }                                                                                                  \
             for (long j = 0; j < width; ++j) { sum[j0 + j] = s[j]; mx[j0 + j] = m[j]; }                        \
         }                                                                                                      \
