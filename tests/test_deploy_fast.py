@@ -406,9 +406,10 @@ def test_bench_deploy_smoke_writes_the_table(tmp_path, capsys):
     assert case['rows']['attnkit fast']['flops'] == case['flops']['attnkit']
     assert set(report['attention']['rows']) == {f'{k} {v}' for k in ('cbam', 'se', 'gc')
                                                 for v in ('fast', 'fast, tails unfused', 'fast, eager attention')} | \
-        {'plain fast', 'cbam fast, stock ops (no native kernel)'}  # the cbam forms run through the native kernel
-    assert '6 through the native CPU kernel' in next(line for line in text.splitlines()
-                                                     if line.startswith('- cbam: fast path'))
+        {'plain fast'} | {f'{k} fast, stock ops (no native kernel)' for k in ('cbam', 'se', 'gc')}
+    for kind in ('cbam', 'se', 'gc'):  # these forms run through the native kernels
+        assert '6 through the native CPU kernel' in next(line for line in text.splitlines()
+                                                         if line.startswith(f'- {kind}: fast path'))
     # the smoke backbone's blocks (after_conv3, the default) fuse cbam and se with their additions; gc ('add') not
     for kind, fused in (('cbam', True), ('se', True), ('gc', False)):
         assert ('6 fused with the residual addition' in next(

@@ -179,8 +179,8 @@ def test_fast_path_runs_cbam_through_the_kernel_and_equals_eager():
     assert all(m.native is None for m in plain.modules() if isinstance(m, FastCBAM))
     for got, ref in zip(plain(x), expected):
         assert _rel(got, ref) <= 1e-4
-    no_cbam, report = prepare_fast(build_backbone(dict(type='ResNet', depth=18, base_channels=8,
-                                                       attention=dict(type='se'))).eval())
+    no_kernel, report = prepare_fast(build_backbone(dict(type='ResNet', depth=18, base_channels=8,
+                                                         attention=dict(type='eca'))).eval())
     assert report.native_forms == [] and report.native_status == '' and 'native' not in report.summary()
     for mode in ('fast', 'eager'):  # checked whatever else is asked (eager attention has no form to give it to)
         with pytest.raises(ConfigError, match="native must be 'auto', True or False, got 'yes'"):
@@ -239,7 +239,7 @@ def test_build_cache_reuse_damage_and_switches(tmp_path):
     required = _run(_PREPARE.replace("sys.argv[1] if len(sys.argv) > 1 else 'auto'", "'on'"),
                     {'ATTNKIT_CACHE_DIR': str(empty), 'CC': 'no-such-cc'})
     assert required.returncode != 0
-    assert "native=True, but the CBAM kernel is not available: no C compiler ('no-such-cc' not found" in \
+    assert "native=True, but the cbam_cpu kernel is not available: no C compiler ('no-such-cc' not found" in \
         required.stderr
 
 

@@ -60,6 +60,8 @@ from ..attention.eca import ECAModule
 from ..attention.gc import GlobalContextBlock
 from ..attention.se import SEModule, linear
 from .cbam_native import CBAMKernel
+from .gc_native import GCKernel, GCTerms
+from .se_native import SEKernel
 from .map_stats import (channel_dot, expanded_weighted_sum, expansion_pays, expansion_weight, hw_mean,
                         hw_weighted_sum, mean_over, run_expansion)
 
@@ -152,15 +154,51 @@ def gated_residual(x: Tensor, gate: Tensor, identity: Tensor) -> Tensor:
     return torch.addcmul(identity, x, gate.to(x.dtype)).relu_()
 
 
-class FastSE(InferenceGate):
+class SharedMLPWeights:
+    """Mixin of the forms with a two-layer channel MLP (``fc1``, ``fc2``: ``nn.Linear`` or timm's 1x1 convs) that
+    a native kernel reads."""
+
+    fc1: nn.Module
+    fc2: nn.Module
+
+    def mlp_fp32(self) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+        """The shared MLP as contiguous fp32 (R, C) and (C, R) weights and their biases (or None), for the native
+        kernel; computed once per version of the weights (not part of the state dict)."""
+        tensors = (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors if t is not None)
+        cached = self.__dict__.get('_mlp_cache')
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                fp32 = tuple(None if t is None else t.detach().float().flatten(1 if t.dim() > 1 else 0).contiguous()
+                             for t in tensors)
+            cached = self.__dict__['_mlp_cache'] = (key, fp32)
+        return cached[1]
+
+
+class FastSE(SharedMLPWeights, InferenceGate):
     """``se`` as ``x * (1 - gamma + gamma * sigmoid(fc2(relu(fc1(mean_hw x)))))``. x (N, C, H, W) -> same."""
 
     source_type = 'se'
     fuses_residual = True
 
+    native_kernel = 'se_cpu'  # the kernel use_native_kernels hands to use_native
+
     def __init__(self, module: SEModule) -> None:
         super().__init__(module)
         self.fc1, self.fc2 = module.fc1, module.fc2
+        # the native CPU kernel (attnkit.deploy.se_native), set by use_native_kernels on the fast path
+        self.native: SEKernel | None = None
+
+    def use_native(self, kernel: SEKernel | None) -> bool:
+        """Compute the gate through ``kernel`` where the input allows (:meth:`SEKernel.accepts`)."""
+        self.native = kernel
+        return kernel is not None
+
+    def _gate_of(self, x: Tensor) -> Tensor:
+        """x (N, C, H, W) -> the blended gate (N, C, 1, 1) fp32: through the kernel where it takes x."""
+        if self.native is not None and self.native.accepts(x):
+            return self.native.gate(self, x)
+        return self._gate_of_mean(hw_mean(x))
 
     def _gate_of_mean(self, mean: Tensor) -> Tensor:
         """The H x W mean (N, C) -> the blended gate (N, C, 1, 1), in fp32."""
@@ -168,10 +206,10 @@ class FastSE(InferenceGate):
             return self._blend_gate(torch.sigmoid(linear(self.fc2, F.relu(linear(self.fc1, mean.float())))))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._gate(x, self._gate_of_mean(hw_mean(x)))
+        return self._gate(x, self._gate_of(x))
 
     def forward_residual(self, x: Tensor, identity: Tensor) -> Tensor:
-        return gated_residual(x, self._gate_of_mean(hw_mean(x)), identity)
+        return gated_residual(x, self._gate_of(x), identity)
 
 
 class FastECA(InferenceGate):
@@ -196,7 +234,7 @@ class FastECA(InferenceGate):
         return gated_residual(x, self._gate_of_mean(hw_mean(x)), identity)
 
 
-class FastCBAM(InferenceGate):
+class FastCBAM(SharedMLPWeights, InferenceGate):
     """``cbam``: channel gate, spatial statistics of ``y = x * Mc``, then ``y * (gamma Ms) + (1 - gamma) x`` in place.
 
     x (N, C, H, W) -> (N, C, H, W) in x's memory format.
@@ -204,6 +242,7 @@ class FastCBAM(InferenceGate):
 
     source_type = 'cbam'
     fuses_residual = True
+    native_kernel = 'cbam_cpu'  # the kernel use_native_kernels hands to use_native
 
     def __init__(self, module: CBAMModule) -> None:
         super().__init__(module)
@@ -315,6 +354,66 @@ class FastGC(InferenceGate):
         self.context_logits = module.context_logits
         self.transform_add = module.transform_add
         self.transform_scale = module.transform_scale
+        # the native CPU kernel (attnkit.deploy.gc_native), set by use_native_kernels on the fast path
+        self.native: GCKernel | None = None
+
+    native_kernel = 'gc_cpu'
+
+    def use_native(self, kernel: GCKernel | None) -> bool:
+        """Compute the ``'add'`` term through ``kernel`` where the input allows (:meth:`GCKernel.accepts`); False
+        (and unchanged) for a ``'scale'`` fusion or a transform that is not ``Linear, LayerNorm, ReLU, Linear``."""
+        t = self.transform_add
+        layers = (nn.Linear, nn.LayerNorm, nn.ReLU, nn.Linear)
+        if kernel is not None and (self.transform_scale is not None or t is None or len(t) != 4
+                                   or any(type(m) is not k for m, k in zip(t, layers))
+                                   or tuple(t[1].normalized_shape) != (t[0].out_features,)):
+            return False
+        self.native = kernel
+        return kernel is not None
+
+    def _native_terms(self, conv: nn.Conv2d | None) -> GCTerms:
+        """The kernel's weights (:class:`GCTerms`) for statistics read from the map (``conv`` None) or from the
+        input z of the 1x1 expansion ``conv`` (``x = W z + b``: the logit vector ``w W``, the first layer ``W1 W``).
+        Computed once per version of the weights involved; not part of the state dict."""
+        first, norm, _, second = self.transform_add
+        logit_w, logit_b = self._logit_weight()
+        tensors = (logit_w, logit_b, first.weight, first.bias, norm.weight, norm.bias, second.weight, second.bias,
+                   self.gamma) + (() if conv is None else (conv.weight, conv.bias))
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors if t is not None)
+        cache = self.__dict__.setdefault('_native_cache', {})
+        hit = cache.get(conv is None)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        with torch.no_grad(), fp32_gate_math(logit_w):  # autocast would round the folded products to bf16
+            v = logit_w.detach().float().reshape(-1)
+            vb = 0.0 if logit_b is None else float(logit_b)
+            w1 = first.weight.detach().float()
+            b1 = None if first.bias is None else first.bias.detach().float()
+            if conv is not None:
+                weight = expansion_weight(conv).detach().float()
+                if conv.bias is not None:
+                    bias = conv.bias.detach().float()
+                    vb += float(v @ bias)
+                    b1 = w1 @ bias if b1 is None else b1 + w1 @ bias
+                v, w1 = v @ weight, w1 @ weight
+            r = w1.shape[0]
+            terms = GCTerms(
+                logit=v.contiguous(), logit_bias=vb, first=w1.contiguous(),
+                first_bias=None if b1 is None else b1.contiguous(),
+                norm_weight=torch.ones(r) if norm.weight is None else norm.weight.detach().float().contiguous(),
+                norm_bias=torch.zeros(r) if norm.bias is None else norm.bias.detach().float().contiguous(),
+                norm_eps=float(norm.eps), second=second.weight.detach().float().contiguous(),
+                second_bias=None if second.bias is None else second.bias.detach().float().contiguous(),
+                gamma=float(self.gamma) if self.blend else 1.0)
+        cache[conv is None] = (key, terms)
+        return terms
+
+    def _native_shift(self, x: Tensor, conv: nn.Conv2d | None = None) -> Tensor | None:
+        """The ``'add'`` term (N, C, 1, 1) fp32 through the kernel from x (the map, or the expansion's input when
+        ``conv`` is given), or None where the kernel does not take x."""
+        if self.native is None or not self.native.accepts(x):
+            return None
+        return self.native.shift(x, self._native_terms(conv))[:, :, None, None]
 
     @property
     def fuses_residual(self) -> bool:  # type: ignore[override]
@@ -363,6 +462,9 @@ class FastGC(InferenceGate):
     def _map_tail(self, x: Tensor, identity: Tensor) -> Tensor:
         """``relu(self(x) + identity)`` with the context read from x (not written): ``x * g + identity`` in one
         ``addcmul`` (or ``x + identity``), the ``'add'`` term in one more pass, the ReLU in place."""
+        shift = self._native_shift(x)
+        if shift is not None:
+            return self._tail(x, identity, None, shift)
         context = self._context(x)
         return self._tail(x, identity, *self._terms(context))
 
@@ -385,19 +487,27 @@ class FastGC(InferenceGate):
         the plain block's addition and ReLU. A batch keeps the gate on the map (``addcmul``) and adds the term in
         one more pass (it differs per sample). Where the expansion's weight outweighs the map
         (:func:`~attnkit.deploy.map_stats.expansion_pays`), the statistics read the map."""
-        if not expansion_pays(z, conv):
+        shift = self._native_shift(z, conv)  # the expansion folded into the kernel's weights: z is always cheaper
+        if shift is not None:
+            gate = None
+        elif not expansion_pays(z, conv):
             return self._map_tail(run_expansion(z, conv), identity)
-        weight, bias, logit_v, logit_c = self._expansion_fp32(conv)
-        with fp32_gate_math(z):  # the small products in fp32; the two reads of z in z's dtype
-            logits = channel_dot(z, logit_v, logit_c)  # = the logit conv on conv(z)
-            context = expanded_weighted_sum(z, weight, bias, torch.softmax(logits.float(), dim=1))
-        gate, shift = self._terms(context)
+        else:
+            weight, bias, logit_v, logit_c = self._expansion_fp32(conv)
+            with fp32_gate_math(z):  # the small products in fp32; the two reads of z in z's dtype
+                logits = channel_dot(z, logit_v, logit_c)  # = the logit conv on conv(z)
+                context = expanded_weighted_sum(z, weight, bias, torch.softmax(logits.float(), dim=1))
+            gate, shift = self._terms(context)
         if z.shape[0] == 1 and shift is not None:  # x * g + t = (W g) z + (b g + t): both folded
             x = run_expansion(z, conv, None if gate is None else gate.flatten(), shift.flatten())
             return x.add_(identity).relu_()
         return self._tail(run_expansion(z, conv), identity, gate, shift)
 
     def forward(self, x: Tensor) -> Tensor:
+        shift = self._native_shift(x)
+        if shift is not None:
+            shift = shift.to(x.dtype)
+            return x.add_(shift) if self._in_place(x) else x + shift
         context = self._context(x)
         if self.transform_scale is not None:
             out = self._gate(x, self._scale_gate(context))

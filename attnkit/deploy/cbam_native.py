@@ -5,7 +5,7 @@ extra reads and two writes of the (N, C, H, W) map beyond the plain block's addi
 passes over x, each one loop over a channels_last map viewed (N, HW, C):
 
 1. the mean and the max over H x W per channel (one read);
-2. with the channel gate ``Mc`` (computed between the passes by the form's own MLP, in fp32): the mean and the max
+2. with the channel gate ``Mc`` (the shared MLP between the passes, in the kernel too, fp32): the mean and the max
    over C of ``x * Mc`` per position, without writing ``y`` (one read); then the k x k spatial conv and its sigmoid
    on that tiny (N, 2, H, W) descriptor, as ``gamma * Ms``;
 3. ``out = x * (Mc * gamma Ms + 1 - gamma) [+ identity] [relu]`` (one read of x and of identity, one write: the
@@ -22,12 +22,15 @@ import ctypes
 import torch
 from torch import Tensor, nn
 
-from .kernels import load_kernel
+from .kernels import MAP_DTYPES, load_kernel, map_accepts
 
 __all__ = ['CBAMKernel', 'cbam_kernel']
 
-_DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1}
 _P, _L, _F, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
 
 
 class CBAMKernel:
@@ -38,6 +41,7 @@ class CBAMKernel:
         lib.spatial_desc.argtypes = [_P, _I, _P, _L, _L, _L, _L, _L, _P, _I]
         lib.spatial_gate.argtypes = [_P, _P, _F, _L, _L, _L, _L, _L, _F, _P, _I]
         lib.tail.argtypes = [_P, _P, _I, _P, _P, _F, _L, _L, _L, _I, _P, _I]
+        lib.channel_gate.argtypes = [_P, _L, _L, _P, _P, _L, _P, _P, _P, _P, _I]
         self.lib = lib
 
     def __reduce__(self) -> tuple:
@@ -55,28 +59,24 @@ class CBAMKernel:
 
     @staticmethod
     def accepts(x: Tensor, identity: Tensor | None = None) -> bool:
-        """Whether x (and identity) can take the kernel path: CPU, fp32/bf16, channels_last-contiguous, no
-        autograd, not traced, exported or compiled."""
-        if (x.device.type != 'cpu' or x.dtype not in _DTYPE_CODES or x.dim() != 4
-                or not x.is_contiguous(memory_format=torch.channels_last)
-                or (x.requires_grad and torch.is_grad_enabled())):
-            return False
-        if identity is not None and (identity.shape != x.shape or identity.dtype != x.dtype
-                                     or identity.device != x.device
-                                     or not identity.is_contiguous(memory_format=torch.channels_last)):
-            return False
-        return not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
+        """Whether x (and identity) can take the kernel path (:func:`~attnkit.deploy.kernels.map_accepts`)."""
+        return map_accepts(x, identity)
 
     def run(self, form: nn.Module, x: Tensor, identity: Tensor | None, out: Tensor, relu: bool) -> Tensor:
         """``out = cbam_form(x) [+ identity] [relu]``; x, identity, out (N, C, H, W) channels_last, one dtype
         (``out`` may be x itself). ``form`` is a :class:`~attnkit.deploy.attention_fast.FastCBAM`: its channel MLP
-        (``_channel_gate``), ``spatial`` conv, ``gamma``/``blend``."""
+        (``mlp_fp32``), ``spatial`` conv, ``gamma``/``blend``."""
         n, c, h, w = x.shape
-        code, threads = _DTYPE_CODES[x.dtype], torch.get_num_threads()
+        code, threads = MAP_DTYPES[x.dtype], torch.get_num_threads()
         stats = torch.empty(2 * n, c)  # rows: the N means, then the N maxima
         self.lib.channel_stats(x.data_ptr(), code, n, h * w, c, stats.data_ptr(),
                                stats.data_ptr() + n * c * stats.element_size(), threads)
-        gate = form._channel_gate(stats, n).contiguous()  # (N, C) fp32
+        w1, b1, w2, b2 = form.mlp_fp32()
+        # Mc (N, C) fp32: the shared MLP in the kernel too (torch's small fp32 products between the kernel's calls
+        # cost several times their time alone, in a network)
+        gate, hidden = torch.empty(n, c), torch.empty(2 * w1.shape[0])  # (kept alive across the call)
+        self.lib.channel_gate(stats.data_ptr(), n, c, w1.data_ptr(), _ptr(b1), w1.shape[0], w2.data_ptr(), _ptr(b2),
+                              gate.data_ptr(), hidden.data_ptr(), threads)
         conv = form.spatial
         k = conv.kernel_size[0]
         pad = k // 2

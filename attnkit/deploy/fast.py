@@ -29,6 +29,8 @@ from ..registry import closest_names
 from .attention_fast import InferenceGate, allow_inplace, swap_inference_forms
 from .fold import FoldReport, fold_batch_norms, fold_identity_attention
 from .cbam_native import cbam_kernel
+from .gc_native import gc_kernel
+from .se_native import se_kernel
 from .kernels import kernel_status
 from .residual_tail import fuse_residual_tails
 
@@ -62,8 +64,9 @@ class FastReport:
             (:func:`~attnkit.deploy.residual_tail.fuse_residual_tails`; ``'fast'`` mode without ``compile``).
         expansion_tails: those of ``fused_tails`` that also run their bottleneck's ``conv3`` and read their
             statistics from its input (``read_expansion``).
-        native_forms: names of the forms run through a native CPU kernel (``cbam``: :mod:`~attnkit.deploy.cbam_native`).
-        native_status: where the kernel was built from, or why it is not used ('' when no form could use one).
+        native_forms: names of the forms run through a native CPU kernel (``cbam``: :mod:`~attnkit.deploy.cbam_native`,
+            ``gc``: :mod:`~attnkit.deploy.gc_native`, ``se``: :mod:`~attnkit.deploy.se_native`).
+        native_status: where the kernels were built from, or why they are not used ('' when no form could use one).
     """
 
     fold: FoldReport
@@ -299,15 +302,19 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
                              bf16_weights=cast, native_forms=natives, native_status=native_status)
 
 
+NATIVE_KERNELS = {'cbam_cpu': cbam_kernel, 'gc_cpu': gc_kernel, 'se_cpu': se_kernel}  # native_kernel -> its loader
+
+
 def use_native_kernels(model: nn.Module, setting: bool | str, device: torch.device) -> tuple[list[str], str]:
-    """Give every inference form of ``model`` that has a native CPU kernel (``use_native``) that kernel; in place.
+    """Give every inference form of ``model`` that has a native CPU kernel (``use_native``, ``native_kernel``: a
+    key of :data:`NATIVE_KERNELS`) that kernel; in place.
 
     Args:
         setting: ``'auto'``, True or False (see :func:`prepare_fast`'s ``native``).
 
     Returns:
-        (the names of the forms that run through it, a one-line status: the build, or why not; '' when no form of
-        the model has a kernel).
+        (the names of the forms that run through one, a one-line status: the builds, or why not; '' when no form
+        of the model has a kernel).
     """
     forms = [(name, m) for name, m in model.named_modules() if callable(getattr(m, 'use_native', None))]
     if not forms:
@@ -315,11 +322,15 @@ def use_native_kernels(model: nn.Module, setting: bool | str, device: torch.devi
     if setting is False:
         return [], 'off (native=False)'
     if device.type != 'cpu':
-        return [], f'the model is on {device.type}, the kernel is for the CPU'
-    kernel = cbam_kernel()
-    status = kernel_status('cbam_cpu')
-    if kernel is None and setting is True:
-        raise ConfigError(f'prepare_fast: native=True, but the CBAM kernel is not available: {status}.')
-    names = [name for name, m in forms if m.use_native(kernel)]
-    return names, status
+        return [], f'the model is on {device.type}, the kernels are for the CPU'
+    names, statuses = [], []
+    for kernel_name in sorted({m.native_kernel for _, m in forms}):
+        kernel = NATIVE_KERNELS[kernel_name]()
+        status = kernel_status(kernel_name)
+        if kernel is None and setting is True:
+            raise ConfigError(f'prepare_fast: native=True, but the {kernel_name} kernel is not available: {status}.')
+        names += [name for name, m in forms if m.native_kernel == kernel_name and m.use_native(kernel)]
+        if status not in statuses:
+            statuses.append(status)
+    return [name for name, _ in forms if name in set(names)], '; '.join(statuses)
 

@@ -4,7 +4,7 @@ Some inference forms need passes over the feature map that stock torch ops canno
 of ``y = x * Mc`` need ``y`` itself in torch (seven extra reads and two writes of the map), against two reads in
 one loop (:mod:`attnkit.deploy.cbam_native`). ``torch.compile`` writes such loops too, but compiles the whole
 model per input shape (minutes here) and measured no faster inside a network (docs/deploy.md). These kernels are
-plain C (no torch headers: compiled in about a second), built with the system's C compiler (``$CC``, else ``cc``)
+plain C (no torch headers: compiled in about a second; helpers both use in ``common.h``), built with the system's C compiler (``$CC``, else ``cc``)
 as ``-O3 -march=native -fopenmp``, and cached under ``$ATTNKIT_CACHE_DIR`` (default ``~/.cache/attnkit``)
 keyed by the source, the compiler and this CPU's flags. They bind to the OpenMP runtime torch has loaded
 (``libgomp.so.1``), so both share one thread pool.
@@ -23,9 +23,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ['load_kernel', 'kernel_status', 'cache_dir', 'KERNEL_SOURCES']
+import torch
+from torch import Tensor
 
-KERNEL_SOURCES = {'cbam_cpu': Path(__file__).with_name('cbam_cpu.c')}
+__all__ = ['load_kernel', 'kernel_status', 'cache_dir', 'map_accepts', 'KERNEL_SOURCES']
+
+KERNEL_SOURCES = {name: Path(__file__).with_name(f'{name}.c') for name in ('cbam_cpu', 'gc_cpu', 'se_cpu')}
 _FLAGS = ('-O3', '-march=native', '-fopenmp', '-fPIC', '-shared', '-std=c99')
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _status: dict[str, str] = {}
@@ -72,7 +75,7 @@ def _build(name: str, source: Path) -> ctypes.CDLL | None:
     if cc is None:
         _status[name] = version
         return None
-    code = source.read_bytes()
+    code = b'\0'.join([source.read_bytes()] + [h.read_bytes() for h in sorted(source.parent.glob('*.h'))])
     key = hashlib.sha256(b'\0'.join([code, version.encode(), ' '.join(_FLAGS).encode(),
                                      platform.machine().encode(), _cpu_flags().encode()])).hexdigest()[:16]
     target = cache_dir() / f'{name}-{key}.so'
@@ -129,3 +132,20 @@ def load_kernel(name: str) -> ctypes.CDLL | None:
 def kernel_status(name: str) -> str:
     """One line: where kernel ``name`` was built from, or why it is not available ('' before :func:`load_kernel`)."""
     return _status.get(name, '')
+
+
+MAP_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # the kernels' dtype codes
+
+
+def map_accepts(x: Tensor, identity: Tensor | None = None) -> bool:
+    """Whether the map x (N, C, H, W) (and identity, the same shape) can go through a kernel: CPU, fp32/bf16,
+    channels_last-contiguous, no autograd, not traced, exported or compiled."""
+    if (x.device.type != 'cpu' or x.dtype not in MAP_DTYPES or x.dim() != 4
+            or not x.is_contiguous(memory_format=torch.channels_last)
+            or (x.requires_grad and torch.is_grad_enabled())):
+        return False
+    if identity is not None and (identity.shape != x.shape or identity.dtype != x.dtype
+                                 or identity.device != x.device
+                                 or not identity.is_contiguous(memory_format=torch.channels_last)):
+        return False
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())

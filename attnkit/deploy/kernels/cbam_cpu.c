@@ -5,6 +5,7 @@
  * is already loaded, so the same thread pool serves both).
  *
  *   channel_stats  x -> mean and max over P per (n, c)                        one read of x
+ *   channel_gate   mean, max (N, C) -> Mc = sigmoid(mlp(mean) + mlp(max))      the shared MLP, fp32
  *   spatial_desc   x, gate (N, C) -> mean and max over C of x * gate          one read of x
  *   spatial_gate   padded descriptor -> scale * sigmoid(conv_kxk(desc) + b)    tiny maps
  *   tail           out = x * (gate_c * ms_p + keep) [+ identity] [relu]        one read of x (and identity), one write
@@ -12,30 +13,8 @@
  * Accumulations are fp32; bf16 is read by widening and written rounded to nearest even (NaN stays NaN). The
  * maxima ignore NaN (x > m ? x : m), unlike torch's amax, which propagates it.
  */
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <omp.h>
+#include "common.h"
 
-typedef union { uint32_t u; float f; } bits32;
-
-static inline float load_f32(const float *p, long i) { return p[i]; }
-
-static inline float load_bf16(const uint16_t *p, long i) {
-    bits32 b;
-    b.u = (uint32_t)p[i] << 16;
-    return b.f;
-}
-
-static inline uint16_t to_bf16(float f) {
-    bits32 b;
-    b.f = f;
-    uint32_t rounded = (b.u + 0x7fffu + ((b.u >> 16) & 1u)) >> 16;
-    return (b.u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((b.u >> 16) | 0x40u) : (uint16_t)rounded;
-}
-
-#define NT(n) ((n) < 1 ? 1 : (n))
 #define TILE 64 /* channels per register tile of channel_stats: 4 + 4 zmm accumulators */
 
 /* Rows lo..hi of one channel tile into the register accumulators s, m: BOUND is TILE (a constant trip count, so
@@ -208,5 +187,21 @@ void tail(const void *x, const void *identity, int dtype, const float *gate, con
                 }
             }
         }
+    }
+}
+
+/* gate (N, C) = sigmoid(W2 (relu(W1 mean + b1) + relu(W1 max + b1)) + 2 b2): CBAM's shared MLP on both pooled rows,
+ * its second layer once on their sum (it is linear). stats (2N, C): the N mean rows, then the N max rows; w1 (R, C),
+ * w2 (C, R); b1, b2 may be NULL. hidden: scratch of 2R floats. */
+void channel_gate(const float *stats, long n, long c, const float *w1, const float *b1, long r, const float *w2,
+                  const float *b2, float *gate, float *hidden, int nthreads) {
+    int nt = NT(nthreads);
+    for (long b = 0; b < n; ++b) {
+        matvec(w1, b1, stats + b * c, r, c, hidden, nt);
+        matvec(w1, b1, stats + (n + b) * c, r, c, hidden + r, nt);
+        for (long k = 0; k < r; ++k) hidden[k] = relu_keep_nan(hidden[k]) + relu_keep_nan(hidden[r + k]);
+        float *g = gate + b * c;
+        matvec(w2, NULL, hidden, c, r, g, nt);
+        for (long j = 0; j < c; ++j) g[j] = 1.0f / (1.0f + expf(-(g[j] + (b2 ? 2.0f * b2[j] : 0.0f))));
     }
 }
