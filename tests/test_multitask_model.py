@@ -269,3 +269,29 @@ def test_infer_timing_parts_bookkeeping():
     medians = _interleaved_ms([lambda: counts.__setitem__(0, counts[0] + 1),
                                lambda: counts.__setitem__(1, counts[1] + 1)], repeats=4)
     assert counts == [7, 7] and len(medians) == 2 and all(m >= 0 for m in medians)
+
+
+def test_synthetic_label_spaces_build_the_real_data_configs_without_data(tmp_path):
+    """``infer_timing --synthetic-labels``: the real-data configs (no COCO / VOC / VQA v2 here) build with their
+    benchmarks' label-space sizes -- detection 80 classes, segmentation 21, VQA 3,129 answers and 13,002 question
+    words -- so their heads have the real sizes; a classes list in the config wins; an unknown dataset type says
+    which are known. The real multi-task config's segmentation branch reads the stride-8 level its FPN starts at."""
+    from attnkit.config import load_config
+    from attnkit.tasks.multitask.label_spaces import synthetic_metainfo
+    from attnkit.tasks.multitask.param_count import build_with_train_metainfo
+
+    multi = build_with_train_metainfo('configs/multitask/fcos-danet-mcan_r50-cbam_coco-voc-vqav2.py', synthetic=True)
+    sizes = {name: {k: len(v) for k, v in meta.items() if isinstance(v, list)}
+             for name, meta in multi.metainfo['tasks'].items()}
+    assert sizes == {'det': {'classes': 80}, 'seg': {'classes': 21},
+                     'vqa': {'answers': 3129, 'answer_types': 3129, 'question_vocab': 13002}}
+    assert multi.branches['det'].num_classes == 80 and multi.branches['seg'].num_classes == 21
+    assert multi.branches['vqa'].head.classifier.out_features == 3129
+    assert multi.branches['seg'].strides[0] == 8  # P3: no stride-4 level computed and left unread
+    fcos = build_with_train_metainfo('configs/detection/fcos_r50-cbam_fpn_1x_coco.py', synthetic=True)
+    assert fcos.num_classes == 80
+    demo = load_config('configs/demo/multitask_r18_shapes.py')
+    assert synthetic_metainfo(demo)['tasks']['seg'] == {'classes': demo['seg_meta']['classes']}
+    with pytest.raises(ValueError, match=r"no standard label space for dataset type 'FolderSegmentation' \(known: "
+                                         r"CocoDetection, VOCDetection, VOCSegmentation, VQAv2Dataset\)"):
+        synthetic_metainfo({'data': {'train': {'dataset': {'type': 'FolderSegmentation'}}}})

@@ -146,7 +146,7 @@ def _image(size: tuple[int, int], seed: int = 0) -> torch.Tensor:
     return torch.rand(3, *size, generator=torch.Generator().manual_seed(seed))
 
 
-def _trained_gammas(model: nn.Module, value: float = 0.1) -> int:
+def set_trained_gammas(model: nn.Module, value: float = 0.1) -> int:
     """Set every attention ``gamma`` that is 0 (identity init) to ``value``, as a trained model has it."""
     from ..attention.base import AttentionModule
     n = 0
@@ -162,7 +162,7 @@ def _attnkit_model_and_batch(case: Case) -> tuple[nn.Module, dict[str, Any]]:
     from ..builder import build_model
     torch.manual_seed(0)
     model = build_model(copy.deepcopy(case.attnkit_cfg), metainfo=case.metainfo or None).eval()
-    _trained_gammas(model)
+    set_trained_gammas(model)
     h, w = case.size
     image = (_image(case.size) * 255).round().to(torch.uint8)
     if case.task == 'vqa':
@@ -402,7 +402,7 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
         # identity_init (as when training from a pretrained backbone) gives every module its gamma, set to 0.1
         cfg = dict(base) if kind == 'plain' else dict(base, attention=dict(type=kind), identity_init=True)
         model = build_backbone(cfg).eval().to(device)
-        _trained_gammas(model)
+        set_trained_gammas(model)
         reads_expansion = False  # the 'fast' variant (prepared first) reads through some conv3
         uses_native = False  # ... runs some form through a native kernel
         for variant in variants:

@@ -78,12 +78,14 @@ model = dict(
                            center_sampling=True, center_sample_radius=1.5, norm_on_bbox=True,
                            centerness_on_reg=True, norm='GN', focal_alpha=0.25, focal_gamma=2.0, score_thr=0.05,
                            nms_pre=1000, iou_thr=0.6, max_per_img=100)),
-        # DANet (configs/_base_/models/danet_r50-d8.py) on the stride-8 level of its own FPN; auxiliary FCN on C4
-        seg=dict(task='segmentation', in_indices=(0, 1, 2, 3),
-                 neck=dict(type='FPN', out_channels=256, num_outs=4, start_level=0),
-                 decode_head=dict(type='danet', in_index=1, channels=256, pam=dict(type='danet_pam', reduction=8),
+        # DANet (configs/_base_/models/danet_r50-d8.py) on the stride-8 level (P3) of its own FPN over layers 2-4;
+        # auxiliary FCN on P4. (An FPN from layer 1 would also compute a stride-4 level that nothing reads: its 3x3
+        # output conv alone is ~10 GFLOP at 512 px, ~45 ms of the branch here.)
+        seg=dict(task='segmentation', in_indices=(1, 2, 3),
+                 neck=dict(type='FPN', out_channels=256, num_outs=3, start_level=0),
+                 decode_head=dict(type='danet', in_index=0, channels=256, pam=dict(type='danet_pam', reduction=8),
                                   cam=dict(type='danet_cam'), identity_init=True, aux_weight=1.0, dropout=0.1),
-                 auxiliary_head=dict(type='fcn', in_index=2, channels=256, num_convs=1, concat_input=False,
+                 auxiliary_head=dict(type='fcn', in_index=1, channels=256, num_convs=1, concat_input=False,
                                      dropout=0.1, loss_weight=0.4, loss_name='loss_aux'),
                  test_mode='whole'),
         # MCAN-small (configs/_base_/models/mcan_r50.py) on the C5 grid (14x14 at 448 px)

@@ -3,10 +3,11 @@
     python -m attnkit.tasks.multitask.infer_timing configs/demo/multitask_r18_shapes.py \\
         configs/demo/fcos_r18-cbam_fpn_shapes.py configs/demo/danet_r18-d8_shapes.py \\
         configs/demo/mcan_r18_gru_shapes.py [--size 128] [--repeats 20] [--threads 1] [--fast [--fast-dtype fp32]]
-        [--parts]
+        [--parts] [--synthetic-labels]
 
 Random weights (time does not depend on them, except the detector's post-processing: its ``score_thr`` is raised
-to 1.01 everywhere so no box survives and NMS costs the same); one ``size``x``size`` image with one question;
+to 1.01 everywhere so no box survives and NMS costs the same), every attention ``gamma`` that starts at 0 set to
+0.1 as after training (the fast path would fold identity attention away); one ``size``x``size`` image with one question;
 median wall time over ``repeats`` rounds (one call of every model per round) after 3 warm-up rounds, on the CPU.
 Prints the median times and their ratio. ``--fast`` times every model on :func:`attnkit.deploy.prepare_fast`'s
 path; ``--parts`` also prints the median time per call inside each top-level part (``backbone``, ``neck``,
@@ -22,6 +23,7 @@ from typing import Any, Callable
 
 import torch
 
+from ...benchmarks.deploy import set_trained_gammas
 from .param_count import build_with_train_metainfo
 
 
@@ -103,12 +105,17 @@ def main() -> None:
     parser.add_argument('--fast', action='store_true', help='time the models on the fast path (prepare_fast)')
     parser.add_argument('--fast-dtype', default='auto', choices=('auto', 'fp32', 'bf16'))  # FAST_DTYPES' keys
     parser.add_argument('--parts', action='store_true', help='also the time inside each top-level part')
+    parser.add_argument('--synthetic-labels', action='store_true',
+                        help="build the models with stand-in label spaces of their benchmarks' sizes (COCO 80, VOC "
+                             '21, VQA v2 3129 answers) instead of reading the training sets (real-data configs '
+                             'without the data)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    multi = build_with_train_metainfo(args.multitask).eval()
-    singles = [build_with_train_metainfo(p).eval() for p in args.singles]
+    multi = build_with_train_metainfo(args.multitask, args.synthetic_labels).eval()
+    singles = [build_with_train_metainfo(p, args.synthetic_labels).eval() for p in args.singles]
     for m in [multi, *singles]:
         _no_boxes(m)
+        set_trained_gammas(m)  # identity-init attention is folded away at gamma 0; a trained model keeps it
     if args.fast:
         from ...deploy import FAST_DTYPES, prepare_fast
         for m in [multi, *singles]:

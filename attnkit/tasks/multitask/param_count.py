@@ -16,15 +16,21 @@ from typing import Any
 from torch import nn
 
 
-def build_with_train_metainfo(path: str) -> nn.Module:
-    """The model of config ``path``, built with its training dataset's metainfo (random weights)."""
+def build_with_train_metainfo(path: str, synthetic: bool = False) -> nn.Module:
+    """The model of config ``path``, built with its training dataset's metainfo (random weights); with
+    ``synthetic``, with stand-in metainfo of the benchmark's label-space sizes instead (no data read:
+    :func:`~attnkit.tasks.multitask.label_spaces.synthetic_metainfo`)."""
     from ...builder import build_dataset, build_model
     from ...config import load_config
     from ...engine.checkpoint import skip_backbone_weights
+    from .label_spaces import synthetic_metainfo
     cfg = load_config(path)
-    dataset = build_dataset(cfg['data']['train']['dataset'])
+    if synthetic:
+        metainfo = synthetic_metainfo(cfg)
+    else:
+        metainfo = getattr(build_dataset(cfg['data']['train']['dataset']), 'metainfo', None)
     # the pre-training file is not read; the structure it implies (identity-init gammas) is kept and counted
-    return build_model(skip_backbone_weights(cfg['model']), metainfo=getattr(dataset, 'metainfo', None))
+    return build_model(skip_backbone_weights(cfg['model']), metainfo=metainfo)
 
 
 def count(model: nn.Module) -> dict[str, int]:
