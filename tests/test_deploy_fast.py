@@ -13,6 +13,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from attnkit import build_model
+from attnkit.builder import build_backbone
 from attnkit.attention import insert
 from attnkit.attention.base import AttentionModule
 from attnkit.attention.insert import attachments
@@ -520,3 +521,25 @@ def test_bench_deploy_device_option_refuses_what_it_cannot_run(name, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         deploy.main(['--smoke', '--only', 'attention', '--device', name])
     assert deploy._bench_device('cpu') == torch.device('cpu')
+
+
+def test_a_deep_copy_of_a_prepared_model_runs_the_copy():
+    """The fast path's entry points hold the model, not a bound method: a deep copy of a prepared model (for EMA,
+    for another thread, for a benchmark's instrumented twin) runs its own weights and hooks under the same no_grad
+    and autocast, and leaves the original alone; a second prepare_fast of either is refused."""
+    torch.manual_seed(0)
+    model = build_backbone(dict(type='ResNet', depth=18, base_channels=8, attention=dict(type='se'))).eval()
+    x = torch.randn(1, 3, 64, 64)
+    fast, _ = prepare_fast(model, bf16=False)
+    expected = fast(x)[-1]
+    twin = copy.deepcopy(fast)
+    seen = []
+    twin.layer4.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    with torch.no_grad():
+        twin.layer4[-1].conv2.weight.mul_(-1.0)
+    out = twin(x)[-1]
+    assert seen == [out.shape] and not torch.allclose(out, expected) and not out.requires_grad
+    assert torch.equal(fast(x)[-1], expected) and len(seen) == 1
+    for prepared in (fast, twin):
+        with pytest.raises(ConfigError, match='prepared already'):
+            prepare_fast(prepared)

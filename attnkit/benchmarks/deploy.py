@@ -371,7 +371,8 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
     Whole-call differences of a few % drown in the noise of a loaded machine, so the rows other than ``fast +
     compile`` also give the time spent inside the attention modules (forward pre/post hooks, or a timer round a
     compiled form's call; summed per call, median over calls) and its share of the plain backbone's median: the
-    overhead measured directly. A fused tail also does the block's addition and ReLU, which the plain backbone
+    overhead measured directly. The timers run on a copy of each model, interleaved with the untimed calls that
+    give the rows' whole-call times (except a compiled form's, timed in its own calls: a copy would recompile). A fused tail also does the block's addition and ReLU, which the plain backbone
     does too: its time minus the plain backbone's time in the same blocks' additions (a timer round their
     ``_finish``) is counted; a tail that also runs ``conv3`` (reading through the expansion) has the plain
     backbone's ``conv3`` time in those blocks taken off as well.
@@ -426,20 +427,26 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
             name = f'{kind} {variant}'
             fused_rows[name] = bool(report.fused_tails)
             expansion_rows[name] = bool(report.expansion_tails)
+            runners[name] = (lambda m: (lambda: m(x)))(fast)  # the whole call, without timers
             if kind != 'plain' and variant != 'fast + compile' and timed_inside:
                 inside[name] = []
-                fast = _time_attention(fast, inside[name])
+                if 'compile' in variant:  # compiled forms are timed in the calls above (a copy would recompile)
+                    _time_attention(fast, inside[name])
+                    runners[name] = _counted(runners[name], inside[name])
+                else:  # timers cost time themselves: the time inside the modules comes from calls of a copy
+                    runners[name + TIMED] = _counted((lambda m: (lambda: m(x)))(
+                        _time_attention(copy.deepcopy(fast), inside[name])), inside[name])
             if name == 'plain fast' and timed_inside:
-                plain_fast, inside[name] = fast, []
-            runners[name] = (lambda m, acc: (lambda: (acc.append(0.0) if acc is not None else None, m(x))))(
-                fast, inside.get(name))
-    if plain_fast is not None and tail_blocks:  # the plain backbone's additions + ReLUs in those blocks
+                plain_fast, inside[name] = copy.deepcopy(fast), []
+    if plain_fast is not None:  # the plain backbone's additions + ReLUs (and conv3s) in the fused blocks, timed
         _time_tails(plain_fast, sorted(tail_blocks), inside['plain fast'])
         for block in sorted(expansion_blocks):  # conv3 runs as a plain call in the plain backbone
             conv3 = plain_fast.get_submodule(block).conv3
             conv3.forward = _timed(conv3.forward, plain_conv3)
-        runners['plain fast'] = (lambda run: (lambda: (plain_conv3.append(0.0), run())))(runners['plain fast'])
+        runners['plain fast' + TIMED] = _counted(_counted((lambda: plain_fast(x)), inside['plain fast']),
+                                                 plain_conv3)
     times = _interleaved(runners, iters, warmup, device)
+    times = {name: v for name, v in times.items() if not name.endswith(TIMED)}
     plain_tails = statistics.median(inside.pop('plain fast')[-iters:]) if 'plain fast' in inside else 0.0
     conv3_time = statistics.median(plain_conv3[-iters:]) if plain_conv3 else 0.0
     med = {name: statistics.median(v) for name, v in times.items()}
@@ -453,6 +460,14 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
         rows[name] = {'median_s': value, 'overhead': value / plain - 1, 'all_s': times[name], 'attention_s': att,
                       'attention_share': None if att is None else att / plain}
     return {'size': size, 'rows': rows, 'notes': notes}
+
+
+TIMED = ' (timed)'  # runners of the instrumented copies: their calls give the time inside modules, not rows
+
+
+def _counted(run: Callable[[], Any], calls: list[float]) -> Callable[[], Any]:
+    """``run`` with a new entry (0 s) appended to ``calls`` before each call, for timers to add to."""
+    return lambda: (calls.append(0.0), run())[1]
 
 
 def _time_attention(model: nn.Module, calls: list[float]) -> nn.Module:

@@ -180,7 +180,6 @@ class FastSE(SharedMLPWeights, InferenceGate):
 
     source_type = 'se'
     fuses_residual = True
-
     native_kernel = 'se_cpu'  # the kernel use_native_kernels hands to use_native
 
     def __init__(self, module: SEModule) -> None:
@@ -348,6 +347,7 @@ class FastGC(InferenceGate):
     """
 
     source_type = 'gc'
+    native_kernel = 'gc_cpu'  # the kernel use_native_kernels hands to use_native
 
     def __init__(self, module: GlobalContextBlock) -> None:
         super().__init__(module)
@@ -356,8 +356,6 @@ class FastGC(InferenceGate):
         self.transform_scale = module.transform_scale
         # the native CPU kernel (attnkit.deploy.gc_native), set by use_native_kernels on the fast path
         self.native: GCKernel | None = None
-
-    native_kernel = 'gc_cpu'
 
     def use_native(self, kernel: GCKernel | None) -> bool:
         """Compute the ``'add'`` term through ``kernel`` where the input allows (:meth:`GCKernel.accepts`); False
@@ -486,7 +484,9 @@ class FastGC(InferenceGate):
         the expansion's bias (and a ``'scale'`` gate with it into its weight), so the map is passed over only by
         the plain block's addition and ReLU. A batch keeps the gate on the map (``addcmul``) and adds the term in
         one more pass (it differs per sample). Where the expansion's weight outweighs the map
-        (:func:`~attnkit.deploy.map_stats.expansion_pays`), the statistics read the map."""
+        (:func:`~attnkit.deploy.map_stats.expansion_pays`), the statistics read the map. Through the native kernel
+        (:mod:`~attnkit.deploy.gc_native`) the expansion is folded into the kernel's weights (``w W``, ``W1 W``),
+        so the statistics always read z, in one pass."""
         shift = self._native_shift(z, conv)  # the expansion folded into the kernel's weights: z is always cheaper
         if shift is not None:
             gate = None

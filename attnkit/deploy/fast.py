@@ -202,13 +202,30 @@ def cast_weights_bf16(model: nn.Module) -> int:
     return count
 
 
-def _fast_forward(forward: Any, device_type: str, bf16: bool) -> Any:
-    @functools.wraps(forward)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with torch.no_grad(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-            return forward(*args, **kwargs)
-    run._attnkit_fast = True  # type: ignore[attr-defined]
-    return run
+class _FastEntry:
+    """A model's entry point (``forward``, ``predict_all``) on the fast path: the method under ``torch.no_grad`` and
+    the bf16 autocast decided by :func:`prepare_fast`, set as an instance attribute of the model.
+
+    It holds the model, not a bound method, so that a deep copy of the prepared model (its ``__dict__`` copied with
+    the memo) calls the copy: a closure over the bound method would keep calling the original."""
+
+    _attnkit_fast = True
+
+    def __init__(self, model: nn.Module, entry: str, device_type: str, bf16: bool) -> None:
+        method = getattr(model, entry)
+        bound = getattr(method, '__self__', None) is model
+        self.model = model
+        # the class's function called on self.model, or a callable set on the instance before (kept as it is)
+        self.function = method.__func__ if bound else method
+        self.bound = bound
+        self.device_type, self.bf16 = device_type, bf16
+        functools.update_wrapper(self, method)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad(), torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16):
+            if self.bound:
+                return self.function(self.model, *args, **kwargs)
+            return self.function(*args, **kwargs)
 
 
 def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: bool = True,
@@ -295,7 +312,7 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
     for entry in FAST_ENTRY_POINTS:  # instance attributes: nn.Module calls forward, callers call predict_all
         method = getattr(model, entry, None)
         if callable(method):
-            setattr(model, entry, _fast_forward(method, device.type, on))
+            setattr(model, entry, _FastEntry(model, entry, device.type, on))
     return model, FastReport(fold=fold, device=str(device), channels_last=channels_last, bf16=on,
                              bf16_reason=why, compiled=compiled, attention_forms=forms, attention_mode=attention,
                              inplace_forms=inplace, fused_tails=tails, expansion_tails=through,

@@ -2,11 +2,13 @@
 
 Some inference forms need passes over the feature map that stock torch ops cannot fuse: CBAM's spatial statistics
 of ``y = x * Mc`` need ``y`` itself in torch (seven extra reads and two writes of the map), against two reads in
-one loop (:mod:`attnkit.deploy.cbam_native`). ``torch.compile`` writes such loops too, but compiles the whole
+one loop (:mod:`attnkit.deploy.cbam_native`); others are a chain of small ops on (N, C) vectors that cost several
+times their time alone between a network's convolutions (SE's gate: :mod:`attnkit.deploy.se_native`; GC's
+context term: :mod:`attnkit.deploy.gc_native`). ``torch.compile`` writes such loops too, but compiles the whole
 model per input shape (minutes here) and measured no faster inside a network (docs/deploy.md). These kernels are
-plain C (no torch headers: compiled in about a second; helpers both use in ``common.h``), built with the system's C compiler (``$CC``, else ``cc``)
-as ``-O3 -march=native -fopenmp``, and cached under ``$ATTNKIT_CACHE_DIR`` (default ``~/.cache/attnkit``)
-keyed by the source, the compiler and this CPU's flags. They bind to the OpenMP runtime torch has loaded
+plain C (no torch headers: compiled in about a second; shared helpers in ``common.h``), built with the system's C
+compiler (``$CC``, else ``cc``) as ``-O3 -march=native -fopenmp``, and cached under ``$ATTNKIT_CACHE_DIR``
+(default ``~/.cache/attnkit``) keyed by the source, the headers, the compiler and this CPU's flags. They bind to the OpenMP runtime torch has loaded
 (``libgomp.so.1``), so both share one thread pool.
 
 Without a C compiler, or with ``ATTNKIT_NATIVE=0``, :func:`load_kernel` returns None and says why
