@@ -15,13 +15,10 @@ from attnkit.deploy.attention_fast import FastGC, inference_form
 from attnkit.deploy.gc_native import GCKernel, GCTerms, gc_kernel
 from attnkit.deploy.kernels import kernel_status
 
+from _kernel_helpers import CallCounter, rel_error
 from _norms import randomise_norms
 
 NHWC = torch.channels_last
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1.0)).item()
 
 
 def _gc(channels: int, seed: int, gamma: bool = True, **opts) -> nn.Module:
@@ -44,19 +41,6 @@ def _forms(module: nn.Module) -> tuple[FastGC, FastGC]:
     return stock, native
 
 
-class _Spy:
-    """Counts the kernel's calls (wraps GCKernel.shift)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        shift = GCKernel.shift
-
-        def counted(kernel, *args, **kwargs):
-            self.calls += 1
-            return shift(kernel, *args, **kwargs)
-        monkeypatch.setattr(GCKernel, 'shift', counted)
-
-
 def test_the_kernel_builds_here_and_says_from_what():
     assert gc_kernel() is not None, kernel_status('gc_cpu')
     assert kernel_status('gc_cpu').startswith('built with ') and 'gc_cpu-' in kernel_status('gc_cpu')
@@ -68,7 +52,7 @@ def test_kernel_from_the_map_equals_the_module(n, c, h, w, gamma, monkeypatch):
     """fp32, channels_last: the form and its residual tail through the kernel = the eager module (1e-5) and the
     stock-op form; odd sizes (1 x 1, positions not a multiple of the 16-position tile, > 256 positions so two
     threads share an image), 1 and 2 images. Neither input is written."""
-    spy = _Spy(monkeypatch)
+    spy = CallCounter(monkeypatch, GCKernel, 'shift')
     module = _gc(c, seed=n * c + h, gamma=gamma)
     stock, native = _forms(module)
     x = (torch.randn(n, c, h, w) * 3).contiguous(memory_format=NHWC)
@@ -77,10 +61,10 @@ def test_kernel_from_the_map_equals_the_module(n, c, h, w, gamma, monkeypatch):
     with torch.no_grad():
         expected = module(x)
         got = native(x)
-        assert _rel(got, expected) <= 1e-5 and _rel(got, stock(x)) <= 1e-5
+        assert rel_error(got, expected) <= 1e-5 and rel_error(got, stock(x)) <= 1e-5
         assert got.is_contiguous(memory_format=NHWC)
         tail = native.forward_residual(x, identity)
-        assert _rel(tail, torch.relu(expected + identity)) <= 1e-5
+        assert rel_error(tail, torch.relu(expected + identity)) <= 1e-5
         assert torch.equal(x, before[0]) and torch.equal(identity, before[1])
     assert spy.calls == 2
 
@@ -91,7 +75,7 @@ def test_kernel_through_the_expansion_equals_the_module(n, bias, monkeypatch):
     """A bottleneck's tail ``relu(gc(conv3(z)) + identity)`` read from conv3's input z (the expansion folded into
     the kernel's logit vector and first layer) = the eager module on conv3's output (1e-5): one image takes the
     term into conv3's bias, two keep it on the map."""
-    spy = _Spy(monkeypatch)
+    spy = CallCounter(monkeypatch, GCKernel, 'shift')
     module = _gc(128, seed=7 + n)
     stock, native = _forms(module)
     conv = nn.Conv2d(32, 128, 1, bias=bias).eval()
@@ -100,9 +84,9 @@ def test_kernel_through_the_expansion_equals_the_module(n, bias, monkeypatch):
     with torch.no_grad():
         expected = torch.relu(module(conv(z)) + identity)
         got = native.forward_expansion(z, conv, identity)
-        assert _rel(got, expected) <= 1e-5 and _rel(got, stock.forward_expansion(z, conv, identity)) <= 1e-5
+        assert rel_error(got, expected) <= 1e-5 and rel_error(got, stock.forward_expansion(z, conv, identity)) <= 1e-5
         conv.weight.mul_(0.5)  # new weights: the folded terms are recomputed
-        assert _rel(native.forward_expansion(z, conv, identity), torch.relu(module(conv(z)) + identity)) <= 1e-5
+        assert rel_error(native.forward_expansion(z, conv, identity), torch.relu(module(conv(z)) + identity)) <= 1e-5
     assert spy.calls == 2
 
 
@@ -122,7 +106,7 @@ def test_online_softmax_across_tiles_and_threads():
         x[0, 0, 3, 7] = 60.0  # in the first thread's half, after its running maximum settled lower
         x = x.contiguous(memory_format=NHWC)
         expected = module(x)
-        assert _rel(native(x), expected) <= 1e-5
+        assert rel_error(native(x), expected) <= 1e-5
 
 
 def test_bf16_kernel_is_as_close_as_the_stock_form():
@@ -137,22 +121,22 @@ def test_bf16_kernel_is_as_close_as_the_stock_form():
         expected = torch.relu(module(conv(z.float())) + identity.float())
         with torch.autocast('cpu', dtype=torch.bfloat16):
             got = native.forward_expansion(z, conv, identity)
-            stock_err = _rel(stock.forward_expansion(z, conv, identity), expected)
+            stock_err = rel_error(stock.forward_expansion(z, conv, identity), expected)
     assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=NHWC)
-    assert _rel(got, expected) <= max(stock_err * 1.05, 2 ** -8), (_rel(got, expected), stock_err)
+    assert rel_error(got, expected) <= max(stock_err * 1.05, 2 ** -8), (rel_error(got, expected), stock_err)
 
 
 def test_fallbacks_and_what_the_kernel_refuses(monkeypatch):
     """NCHW maps and autograd take the stock path (same outputs); a 'scale' fusion has no kernel (use_native is
     False); terms that are not fp32 are refused when built, not read as raw memory."""
-    spy = _Spy(monkeypatch)
+    spy = CallCounter(monkeypatch, GCKernel, 'shift')
     module = _gc(32, seed=5)
     _, native = _forms(module)
     x = torch.randn(1, 32, 7, 6)
     with torch.no_grad():
-        assert _rel(native(x), module(x)) <= 1e-5  # NCHW
+        assert rel_error(native(x), module(x)) <= 1e-5  # NCHW
     grad = x.contiguous(memory_format=NHWC).requires_grad_()
-    assert _rel(native(grad).detach(), module(grad).detach()) <= 1e-5
+    assert rel_error(native(grad).detach(), module(grad).detach()) <= 1e-5
     assert spy.calls == 0
     scale = inference_form(_gc(32, seed=6, fusion=('scale', 'add')))
     assert not scale.use_native(gc_kernel()) and scale.native is None
@@ -187,6 +171,6 @@ def test_fast_path_runs_gc_through_the_kernel_and_equals_eager(bf16):
         got, plain = fast(x[:1]), stock(x[:1])
     bound = 3e-2 if bf16 else 1e-4
     for a, b, ref in zip(got, plain, expected):
-        assert _rel(a, ref[:1]) <= bound and _rel(b, ref[:1]) <= bound
+        assert rel_error(a, ref[:1]) <= bound and rel_error(b, ref[:1]) <= bound
     for form in (m for m in fast.modules() if isinstance(m, FastGC)):
         assert all(terms.first.dtype == torch.float32 for _, terms in form._native_cache.values())

@@ -19,13 +19,10 @@ from attnkit.deploy.cbam_native import CBAMKernel, cbam_kernel
 from attnkit.deploy.kernels import kernel_status
 from attnkit.errors import ConfigError
 
+from _kernel_helpers import CallCounter, rel_error
 from _norms import randomise_norms
 
 NHWC = torch.channels_last
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1.0)).item()
 
 
 def _forms(opts: dict, channels: int, gamma: bool, seed: int) -> tuple[torch.nn.Module, FastCBAM, FastCBAM]:
@@ -36,19 +33,6 @@ def _forms(opts: dict, channels: int, gamma: bool, seed: int) -> tuple[torch.nn.
     stock, native = inference_form(module), inference_form(module)
     assert native.use_native(cbam_kernel())
     return module, stock, native
-
-
-class _Spy:
-    """Counts the kernel's runs (wraps CBAMKernel.run)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        run = CBAMKernel.run
-
-        def counted(kernel, *args, **kwargs):
-            self.calls += 1
-            return run(kernel, *args, **kwargs)
-        monkeypatch.setattr(CBAMKernel, 'run', counted)
 
 
 def test_the_kernel_builds_here_and_says_from_what():
@@ -74,7 +58,7 @@ def test_kernel_equals_the_stock_form_and_the_module(case, gamma, monkeypatch):
     96 channels (a 64-channel tile and a 32-channel rest). The tail writes neither input; the form in place
     writes x's buffer."""
     opts, k, n, h, w = case
-    spy = _Spy(monkeypatch)
+    spy = CallCounter(monkeypatch, CBAMKernel, 'run')
     module, stock, native = _forms(opts, 96, gamma, seed=h * w + n)
     assert native.spatial.kernel_size == (k, k)
     x = (torch.randn(n, 96, h, w) * 3).contiguous(memory_format=NHWC)
@@ -83,16 +67,16 @@ def test_kernel_equals_the_stock_form_and_the_module(case, gamma, monkeypatch):
     with torch.no_grad():
         expected = module(x)
         got = native(x)
-        assert _rel(got, expected) <= 1e-5 and _rel(got, stock(x)) <= 1e-5
+        assert rel_error(got, expected) <= 1e-5 and rel_error(got, stock(x)) <= 1e-5
         assert got.is_contiguous(memory_format=NHWC) and got.data_ptr() != x.data_ptr()
         tail = native.forward_residual(x, identity)
-        assert _rel(tail, torch.relu(expected + identity)) <= 1e-5
-        assert _rel(tail, stock.forward_residual(x, identity)) <= 1e-5
+        assert rel_error(tail, torch.relu(expected + identity)) <= 1e-5
+        assert rel_error(tail, stock.forward_residual(x, identity)) <= 1e-5
         assert torch.equal(x, before[0]) and torch.equal(identity, before[1])
         native.inplace = True
         y = x.clone()
         out = native(y)
-        assert out.data_ptr() == y.data_ptr() and _rel(out, expected) <= 1e-5
+        assert out.data_ptr() == y.data_ptr() and rel_error(out, expected) <= 1e-5
     assert spy.calls == 3
 
 
@@ -100,7 +84,7 @@ def test_bf16_kernel_rounds_once(monkeypatch):
     """bf16 maps: the kernel keeps statistics and gates in fp32 and rounds once, at the output, so it is at least
     as close to the fp32 module as the stock form in bf16 (which rounds y = x * Mc, then y * Ms, ...), and within
     bf16's resolution of it."""
-    spy = _Spy(monkeypatch)
+    spy = CallCounter(monkeypatch, CBAMKernel, 'run')
     module, stock, native = _forms({}, 128, True, seed=3)
     x = (torch.randn(2, 128, 12, 10) * 3).contiguous(memory_format=NHWC)
     identity = torch.randn(2, 128, 12, 10).contiguous(memory_format=NHWC)
@@ -109,9 +93,9 @@ def test_bf16_kernel_rounds_once(monkeypatch):
         expected = torch.relu(module(xb.float()) + ib.float())
         with torch.autocast('cpu', dtype=torch.bfloat16):  # as on the fast path (the stock spatial conv needs it)
             got = native.forward_residual(xb, ib)
-            stock_err = _rel(stock.forward_residual(xb, ib), expected)
+            stock_err = rel_error(stock.forward_residual(xb, ib), expected)
     assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=NHWC) and spy.calls == 1
-    assert _rel(got, expected) <= min(stock_err * 1.05, 2 ** -8), (_rel(got, expected), stock_err)
+    assert rel_error(got, expected) <= min(stock_err * 1.05, 2 ** -8), (rel_error(got, expected), stock_err)
 
 
 def test_kernel_rounds_bf16_to_nearest_even_and_keeps_nan():
@@ -135,17 +119,17 @@ def test_kernel_rounds_bf16_to_nearest_even_and_keeps_nan():
 def test_inputs_the_kernel_does_not_take_run_the_stock_path(monkeypatch):
     """NCHW maps, a non-channels_last identity, autograd: the stock path, the same values; a spatial conv the
     kernel cannot run is refused."""
-    spy = _Spy(monkeypatch)
+    spy = CallCounter(monkeypatch, CBAMKernel, 'run')
     module, stock, native = _forms({}, 32, True, seed=5)
     x = torch.randn(2, 32, 6, 7)
     nhwc = x.contiguous(memory_format=NHWC)
     with torch.no_grad():
         expected = module(x)
-        assert _rel(native(x), expected) <= 1e-5  # NCHW
-        assert _rel(native.forward_residual(nhwc, x), torch.relu(expected + x)) <= 1e-5  # identity NCHW
+        assert rel_error(native(x), expected) <= 1e-5  # NCHW
+        assert rel_error(native.forward_residual(nhwc, x), torch.relu(expected + x)) <= 1e-5  # identity NCHW
     assert spy.calls == 0
     leaf = nhwc.clone().requires_grad_()
-    assert _rel(native(leaf).detach(), expected) <= 1e-5 and spy.calls == 0  # autograd on: the stock ops
+    assert rel_error(native(leaf).detach(), expected) <= 1e-5 and spy.calls == 0  # autograd on: the stock ops
     # a spatial conv the kernel cannot run is refused when the kernel is given
     odd = inference_form(module)
     odd.spatial = torch.nn.Conv2d(2, 1, 7, padding=3, stride=2)
@@ -168,17 +152,17 @@ def test_fast_path_runs_cbam_through_the_kernel_and_equals_eager():
     assert report.native_forms == report.fused_tails and report.native_status.startswith('built with')
     assert '13 through the native CPU kernel' in report.summary()
     for got, ref in zip(fast(x), expected):
-        assert _rel(got, ref) <= 1e-4
+        assert rel_error(got, ref) <= 1e-4
     again = copy.deepcopy(fast)
     assert all(m.native is cbam_kernel() for m in again.modules() if isinstance(m, FastCBAM))
     for got, ref in zip(again(x[:1]), expected):
-        assert _rel(got, ref[:1]) <= 1e-4
+        assert rel_error(got, ref[:1]) <= 1e-4
     plain, off = prepare_fast(copy.deepcopy(model), bf16=False, native=False)
     assert off.native_forms == [] and off.native_status == 'off (native=False)'
     assert 'native CPU kernel not used: off (native=False)' in off.summary()
     assert all(m.native is None for m in plain.modules() if isinstance(m, FastCBAM))
     for got, ref in zip(plain(x), expected):
-        assert _rel(got, ref) <= 1e-4
+        assert rel_error(got, ref) <= 1e-4
     no_kernel, report = prepare_fast(build_backbone(dict(type='ResNet', depth=18, base_channels=8,
                                                          attention=dict(type='eca'))).eval())
     assert report.native_forms == [] and report.native_status == '' and 'native' not in report.summary()

@@ -13,13 +13,10 @@ from attnkit.deploy.attention_fast import FastSE, inference_form
 from attnkit.deploy.kernels import kernel_status
 from attnkit.deploy.se_native import SEKernel, se_kernel
 
+from _kernel_helpers import CallCounter, rel_error
 from _norms import randomise_norms
 
 NHWC = torch.channels_last
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1.0)).item()
 
 
 def _forms(channels: int, seed: int, gamma: bool = True, **opts) -> tuple[torch.nn.Module, FastSE, FastSE]:
@@ -30,19 +27,6 @@ def _forms(channels: int, seed: int, gamma: bool = True, **opts) -> tuple[torch.
     stock, native = inference_form(module), inference_form(module)
     assert native.use_native(se_kernel())
     return module, stock, native
-
-
-class _Spy:
-    """Counts the kernel's calls (wraps SEKernel.gate)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        gate = SEKernel.gate
-
-        def counted(kernel, *args, **kwargs):
-            self.calls += 1
-            return gate(kernel, *args, **kwargs)
-        monkeypatch.setattr(SEKernel, 'gate', counted)
 
 
 def test_the_kernel_builds_here_and_says_from_what():
@@ -57,7 +41,7 @@ def test_kernel_equals_the_stock_form_and_the_module(layout, n, c, h, w, gamma, 
     """fp32, channels_last: the form and its residual tail through the kernel = the eager module (1e-5) and the
     stock-op form; both layouts (nn.Linear, timm's 1x1 convs), 1 x 1 maps, > 64 positions (two threads share an
     image). Neither input is written by the tail; new weights are read again (the fp32 copy is keyed by version)."""
-    spy = _Spy(monkeypatch)
+    spy = CallCounter(monkeypatch, SEKernel, 'gate')
     module, stock, native = _forms(c, seed=n * c + h, gamma=gamma, layout=layout)
     x = (torch.randn(n, c, h, w) * 3).contiguous(memory_format=NHWC)
     identity = torch.randn(n, c, h, w).contiguous(memory_format=NHWC)
@@ -65,12 +49,12 @@ def test_kernel_equals_the_stock_form_and_the_module(layout, n, c, h, w, gamma, 
     with torch.no_grad():
         expected = module(x)
         got = native(x)
-        assert _rel(got, expected) <= 1e-5 and _rel(got, stock(x)) <= 1e-5
+        assert rel_error(got, expected) <= 1e-5 and rel_error(got, stock(x)) <= 1e-5
         tail = native.forward_residual(x, identity)
-        assert _rel(tail, torch.relu(expected + identity)) <= 1e-5
+        assert rel_error(tail, torch.relu(expected + identity)) <= 1e-5
         assert torch.equal(x, before[0]) and torch.equal(identity, before[1])
         module.fc2.weight.mul_(-1.5)
-        assert _rel(native(x), module(x)) <= 1e-5
+        assert rel_error(native(x), module(x)) <= 1e-5
     assert spy.calls == 3
 
 
@@ -84,20 +68,20 @@ def test_bf16_gate_is_as_close_as_the_stock_form():
         expected = torch.relu(module(x.float()) + identity.float())
         with torch.autocast('cpu', dtype=torch.bfloat16):
             got = native.forward_residual(x, identity)
-            stock_err = _rel(stock.forward_residual(x, identity), expected)
+            stock_err = rel_error(stock.forward_residual(x, identity), expected)
     assert got.dtype == torch.bfloat16
-    assert _rel(got, expected) <= max(stock_err * 1.05, 2 ** -8), (_rel(got, expected), stock_err)
+    assert rel_error(got, expected) <= max(stock_err * 1.05, 2 ** -8), (rel_error(got, expected), stock_err)
 
 
 def test_fallbacks(monkeypatch):
     """NCHW maps and autograd take the stock path, with the same outputs."""
-    spy = _Spy(monkeypatch)
+    spy = CallCounter(monkeypatch, SEKernel, 'gate')
     module, _, native = _forms(32, seed=5)
     x = torch.randn(1, 32, 7, 6)
     with torch.no_grad():
-        assert _rel(native(x), module(x)) <= 1e-5
+        assert rel_error(native(x), module(x)) <= 1e-5
     grad = x.contiguous(memory_format=NHWC).requires_grad_()
-    assert _rel(native(grad).detach(), module(grad).detach()) <= 1e-5
+    assert rel_error(native(grad).detach(), module(grad).detach()) <= 1e-5
     assert spy.calls == 0
 
 
@@ -117,4 +101,4 @@ def test_fast_path_runs_se_through_the_kernel_and_equals_eager():
     assert off.native_forms == []
     with torch.no_grad():
         for got, plain, ref in zip(fast(x), stock(x), expected):
-            assert _rel(got, ref) <= 1e-4 and _rel(plain, ref) <= 1e-4
+            assert rel_error(got, ref) <= 1e-4 and rel_error(plain, ref) <= 1e-4

@@ -22,32 +22,24 @@ import ctypes
 import torch
 from torch import Tensor, nn
 
-from .kernels import MAP_DTYPES, load_kernel, map_accepts
+from .kernels import MAP_DTYPES, NativeKernel, native_kernel, ptr
 
 __all__ = ['CBAMKernel', 'cbam_kernel']
 
-_P, _L, _F, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int
+_P, _L, _F, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int  # argtypes
 
 
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
-class CBAMKernel:
+class CBAMKernel(NativeKernel):
     """The loaded ``cbam_cpu`` library with its argument types; :meth:`run` computes one CBAM form's output."""
 
-    def __init__(self, lib: ctypes.CDLL) -> None:
+    name = 'cbam_cpu'
+
+    def bind(self, lib: ctypes.CDLL) -> None:
         lib.channel_stats.argtypes = [_P, _I, _L, _L, _L, _P, _P, _I]
         lib.spatial_desc.argtypes = [_P, _I, _P, _L, _L, _L, _L, _L, _P, _I]
         lib.spatial_gate.argtypes = [_P, _P, _F, _L, _L, _L, _L, _L, _F, _P, _I]
         lib.tail.argtypes = [_P, _P, _I, _P, _P, _F, _L, _L, _L, _I, _P, _I]
         lib.channel_gate.argtypes = [_P, _L, _L, _P, _P, _L, _P, _P, _P, _P, _I]
-        self.lib = lib
-
-    def __reduce__(self) -> tuple:
-        """Copies and pickles of a prepared model share this process's loaded kernel (a ctypes library is not
-        copyable)."""
-        return (cbam_kernel, ())
 
     @staticmethod
     def spatial_conv_ok(conv: nn.Conv2d) -> bool:
@@ -56,11 +48,6 @@ class CBAMKernel:
         return (conv.in_channels == 2 and conv.out_channels == 1 and conv.kernel_size == (k, k) and k % 2 == 1
                 and tuple(conv.stride) == (1, 1) and tuple(conv.dilation) == (1, 1) and conv.groups == 1
                 and tuple(conv.padding) == (k // 2, k // 2) and conv.padding_mode == 'zeros')
-
-    @staticmethod
-    def accepts(x: Tensor, identity: Tensor | None = None) -> bool:
-        """Whether x (and identity) can take the kernel path (:func:`~attnkit.deploy.kernels.map_accepts`)."""
-        return map_accepts(x, identity)
 
     def run(self, form: nn.Module, x: Tensor, identity: Tensor | None, out: Tensor, relu: bool) -> Tensor:
         """``out = cbam_form(x) [+ identity] [relu]``; x, identity, out (N, C, H, W) channels_last, one dtype
@@ -75,7 +62,7 @@ class CBAMKernel:
         # Mc (N, C) fp32: the shared MLP in the kernel too (torch's small fp32 products between the kernel's calls
         # cost several times their time alone, in a network)
         gate, hidden = torch.empty(n, c), torch.empty(2 * w1.shape[0])  # (kept alive across the call)
-        self.lib.channel_gate(stats.data_ptr(), n, c, w1.data_ptr(), _ptr(b1), w1.shape[0], w2.data_ptr(), _ptr(b2),
+        self.lib.channel_gate(stats.data_ptr(), n, c, w1.data_ptr(), ptr(b1), w1.shape[0], w2.data_ptr(), ptr(b2),
                               gate.data_ptr(), hidden.data_ptr(), threads)
         conv = form.spatial
         k = conv.kernel_size[0]
@@ -93,13 +80,7 @@ class CBAMKernel:
         return out
 
 
-_kernel: list[CBAMKernel | None] = []
-
-
 def cbam_kernel() -> CBAMKernel | None:
     """The CBAM kernel, built on first call (None where it cannot be: see
     :func:`attnkit.deploy.kernels.kernel_status` ``('cbam_cpu')``)."""
-    if not _kernel:
-        lib = load_kernel('cbam_cpu')
-        _kernel.append(None if lib is None else CBAMKernel(lib))
-    return _kernel[0]
+    return native_kernel(CBAMKernel)  # type: ignore[return-value]

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .kernels import MAP_DTYPES, load_kernel, map_accepts
+from .kernels import MAP_DTYPES, NativeKernel, native_kernel, ptr
 
 __all__ = ['GCTerms', 'GCKernel', 'gc_kernel']
 
-_P, _L, _F, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int
+_P, _L, _F, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int  # argtypes
 
 
 @dataclass(frozen=True)
@@ -60,25 +60,13 @@ class GCTerms:
                                  f'{t.dtype} on {t.device} (contiguous: {t.is_contiguous()})')
 
 
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
-class GCKernel:
+class GCKernel(NativeKernel):
     """The loaded ``gc_cpu`` library; :meth:`shift` computes a GC form's ``'add'`` term from a map."""
 
-    def __init__(self, lib: ctypes.CDLL) -> None:
+    name = 'gc_cpu'
+
+    def bind(self, lib: ctypes.CDLL) -> None:
         lib.gc_shift.argtypes = [_P, _I, _L, _L, _L, _P, _F, _P, _P, _L, _P, _P, _F, _P, _P, _L, _F, _P, _I]
-        self.lib = lib
-
-    def __reduce__(self) -> tuple:
-        """Copies and pickles of a prepared model share this process's loaded kernel."""
-        return (gc_kernel, ())
-
-    @staticmethod
-    def accepts(x: Tensor) -> bool:
-        """Whether x can take the kernel path (:func:`~attnkit.deploy.kernels.map_accepts`)."""
-        return map_accepts(x)
 
     def shift(self, x: Tensor, terms: GCTerms) -> Tensor:
         """x (N, C, H, W) channels_last fp32/bf16 -> ``gamma * T_a(c)`` (N, D) fp32, with C = ``terms.logit``'s
@@ -90,19 +78,13 @@ class GCKernel:
                              f'channels ({tuple(terms.first.shape)} -> {tuple(terms.second.shape)})')
         out = torch.empty(n, d)
         self.lib.gc_shift(x.data_ptr(), MAP_DTYPES[x.dtype], n, h * w, c, terms.logit.data_ptr(), terms.logit_bias,
-                          terms.first.data_ptr(), _ptr(terms.first_bias), r, terms.norm_weight.data_ptr(),
+                          terms.first.data_ptr(), ptr(terms.first_bias), r, terms.norm_weight.data_ptr(),
                           terms.norm_bias.data_ptr(), terms.norm_eps, terms.second.data_ptr(),
-                          _ptr(terms.second_bias), d, terms.gamma, out.data_ptr(), torch.get_num_threads())
+                          ptr(terms.second_bias), d, terms.gamma, out.data_ptr(), torch.get_num_threads())
         return out
-
-
-_kernel: list[GCKernel | None] = []
 
 
 def gc_kernel() -> GCKernel | None:
     """The GC kernel, built on first call (None where it cannot be: see
     :func:`attnkit.deploy.kernels.kernel_status` ``('gc_cpu')``)."""
-    if not _kernel:
-        lib = load_kernel('gc_cpu')
-        _kernel.append(None if lib is None else GCKernel(lib))
-    return _kernel[0]
+    return native_kernel(GCKernel)  # type: ignore[return-value]

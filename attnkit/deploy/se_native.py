@@ -15,32 +15,20 @@ import ctypes
 import torch
 from torch import Tensor, nn
 
-from .kernels import MAP_DTYPES, load_kernel, map_accepts
+from .kernels import MAP_DTYPES, NativeKernel, native_kernel, ptr
 
 __all__ = ['SEKernel', 'se_kernel']
 
-_P, _L, _F, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int
+_P, _L, _F, _I = ctypes.c_void_p, ctypes.c_long, ctypes.c_float, ctypes.c_int  # argtypes
 
 
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
-class SEKernel:
+class SEKernel(NativeKernel):
     """The loaded ``se_cpu`` library; :meth:`gate` computes an SE form's blended gate from a map."""
 
-    def __init__(self, lib: ctypes.CDLL) -> None:
+    name = 'se_cpu'
+
+    def bind(self, lib: ctypes.CDLL) -> None:
         lib.se_gate.argtypes = [_P, _I, _L, _L, _L, _P, _P, _L, _P, _P, _F, _F, _P, _I]
-        self.lib = lib
-
-    def __reduce__(self) -> tuple:
-        """Copies and pickles of a prepared model share this process's loaded kernel."""
-        return (se_kernel, ())
-
-    @staticmethod
-    def accepts(x: Tensor, identity: Tensor | None = None) -> bool:
-        """Whether x (and identity) can take the kernel path (:func:`~attnkit.deploy.kernels.map_accepts`)."""
-        return map_accepts(x, identity)
 
     def gate(self, form: nn.Module, x: Tensor) -> Tensor:
         """x (N, C, H, W) channels_last fp32/bf16 -> the blended gate (N, C, 1, 1) fp32 of ``form`` (a
@@ -49,19 +37,13 @@ class SEKernel:
         w1, b1, w2, b2 = form.mlp_fp32()
         gamma = float(form.gamma) if form.blend else 1.0
         out = torch.empty(n, c)
-        self.lib.se_gate(x.data_ptr(), MAP_DTYPES[x.dtype], n, h * w, c, w1.data_ptr(), _ptr(b1), w1.shape[0],
-                         w2.data_ptr(), _ptr(b2), gamma, 1.0 - gamma if form.blend else 0.0, out.data_ptr(),
+        self.lib.se_gate(x.data_ptr(), MAP_DTYPES[x.dtype], n, h * w, c, w1.data_ptr(), ptr(b1), w1.shape[0],
+                         w2.data_ptr(), ptr(b2), gamma, 1.0 - gamma if form.blend else 0.0, out.data_ptr(),
                          torch.get_num_threads())
         return out[:, :, None, None]
-
-
-_kernel: list[SEKernel | None] = []
 
 
 def se_kernel() -> SEKernel | None:
     """The SE kernel, built on first call (None where it cannot be: see
     :func:`attnkit.deploy.kernels.kernel_status` ``('se_cpu')``)."""
-    if not _kernel:
-        lib = load_kernel('se_cpu')
-        _kernel.append(None if lib is None else SEKernel(lib))
-    return _kernel[0]
+    return native_kernel(SEKernel)  # type: ignore[return-value]

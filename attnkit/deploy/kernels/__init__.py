@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ['load_kernel', 'kernel_status', 'cache_dir', 'map_accepts', 'KERNEL_SOURCES']
+__all__ = ['load_kernel', 'kernel_status', 'cache_dir', 'map_accepts', 'ptr', 'NativeKernel', 'native_kernel',
+           'KERNEL_SOURCES', 'MAP_DTYPES']
 
 KERNEL_SOURCES = {name: Path(__file__).with_name(f'{name}.c') for name in ('cbam_cpu', 'gc_cpu', 'se_cpu')}
 _FLAGS = ('-O3', '-march=native', '-fopenmp', '-fPIC', '-shared', '-std=c99')
@@ -151,3 +152,44 @@ def map_accepts(x: Tensor, identity: Tensor | None = None) -> bool:
                                  or not identity.is_contiguous(memory_format=torch.channels_last)):
         return False
     return not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
+
+
+def ptr(t: Tensor | None) -> int | None:
+    """A tensor's data pointer for a kernel argument (None: NULL). Keep the tensor referenced across the call."""
+    return None if t is None else t.data_ptr()
+
+
+class NativeKernel:
+    """Base of the kernels' bindings: the loaded library (``lib``) with its argument types (:meth:`bind`), the input
+    check, and copies and pickles that resolve to this process's instance (a ctypes library is not copyable).
+
+    Subclasses set ``name`` (a key of :data:`KERNEL_SOURCES`) and declare their functions' argument types."""
+
+    name: str = ''
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib = lib
+        self.bind(lib)
+
+    def bind(self, lib: ctypes.CDLL) -> None:
+        """Set ``argtypes`` of the library's functions."""
+
+    @staticmethod
+    def accepts(x: Tensor, identity: Tensor | None = None) -> bool:
+        """Whether x (and identity) can take the kernel path (:func:`map_accepts`)."""
+        return map_accepts(x, identity)
+
+    def __reduce__(self) -> tuple:
+        return (native_kernel, (type(self),))
+
+
+_instances: dict[str, NativeKernel | None] = {}
+
+
+def native_kernel(cls: type[NativeKernel]) -> NativeKernel | None:
+    """The process's instance of binding ``cls``, its library built on first call (None where it cannot be built:
+    :func:`kernel_status` ``(cls.name)`` says why)."""
+    if cls.name not in _instances:
+        lib = load_kernel(cls.name)
+        _instances[cls.name] = None if lib is None else cls(lib)
+    return _instances[cls.name]
