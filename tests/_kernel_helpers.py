@@ -22,3 +22,20 @@ class CallCounter:
             self.calls += 1
             return original(*args, **kwargs)
         monkeypatch.setattr(cls, method, counted)
+
+
+def check_form_and_tail(module: torch.nn.Module, stock: torch.nn.Module, native: torch.nn.Module,
+                        x: torch.Tensor, identity: torch.Tensor, tol: float = 1e-5) -> torch.Tensor:
+    """Asserts, without autograd: ``native(x)`` equals the eager ``module(x)`` and the stock form's output within
+    ``tol`` (relative) and keeps x's memory format; ``native.forward_residual(x, identity)`` equals
+    ``relu(module(x) + identity)``; neither input is written. Returns ``module(x)``."""
+    before = (x.clone(), identity.clone())
+    with torch.no_grad():
+        expected = module(x)
+        got = native(x)
+        assert rel_error(got, expected) <= tol and rel_error(got, stock(x)) <= tol
+        assert got.is_contiguous(memory_format=torch.channels_last) == x.is_contiguous(
+            memory_format=torch.channels_last)
+        assert rel_error(native.forward_residual(x, identity), torch.relu(expected + identity)) <= tol
+    assert torch.equal(x, before[0]) and torch.equal(identity, before[1])
+    return expected

@@ -15,7 +15,7 @@ from attnkit.deploy.attention_fast import FastGC, inference_form
 from attnkit.deploy.gc_native import GCKernel, GCTerms, gc_kernel
 from attnkit.deploy.kernels import kernel_status
 
-from _kernel_helpers import CallCounter, rel_error
+from _kernel_helpers import CallCounter, check_form_and_tail, rel_error
 from _norms import randomise_norms
 
 NHWC = torch.channels_last
@@ -57,15 +57,7 @@ def test_kernel_from_the_map_equals_the_module(n, c, h, w, gamma, monkeypatch):
     stock, native = _forms(module)
     x = (torch.randn(n, c, h, w) * 3).contiguous(memory_format=NHWC)
     identity = torch.randn(n, c, h, w).contiguous(memory_format=NHWC)
-    before = (x.clone(), identity.clone())
-    with torch.no_grad():
-        expected = module(x)
-        got = native(x)
-        assert rel_error(got, expected) <= 1e-5 and rel_error(got, stock(x)) <= 1e-5
-        assert got.is_contiguous(memory_format=NHWC)
-        tail = native.forward_residual(x, identity)
-        assert rel_error(tail, torch.relu(expected + identity)) <= 1e-5
-        assert torch.equal(x, before[0]) and torch.equal(identity, before[1])
+    check_form_and_tail(module, stock, native, x, identity)
     assert spy.calls == 2
 
 

@@ -13,7 +13,7 @@ from attnkit.deploy.attention_fast import FastSE, inference_form
 from attnkit.deploy.kernels import kernel_status
 from attnkit.deploy.se_native import SEKernel, se_kernel
 
-from _kernel_helpers import CallCounter, rel_error
+from _kernel_helpers import CallCounter, check_form_and_tail, rel_error
 from _norms import randomise_norms
 
 NHWC = torch.channels_last
@@ -45,14 +45,8 @@ def test_kernel_equals_the_stock_form_and_the_module(layout, n, c, h, w, gamma, 
     module, stock, native = _forms(c, seed=n * c + h, gamma=gamma, layout=layout)
     x = (torch.randn(n, c, h, w) * 3).contiguous(memory_format=NHWC)
     identity = torch.randn(n, c, h, w).contiguous(memory_format=NHWC)
-    before = (x.clone(), identity.clone())
+    check_form_and_tail(module, stock, native, x, identity)
     with torch.no_grad():
-        expected = module(x)
-        got = native(x)
-        assert rel_error(got, expected) <= 1e-5 and rel_error(got, stock(x)) <= 1e-5
-        tail = native.forward_residual(x, identity)
-        assert rel_error(tail, torch.relu(expected + identity)) <= 1e-5
-        assert torch.equal(x, before[0]) and torch.equal(identity, before[1])
         module.fc2.weight.mul_(-1.5)
         assert rel_error(native(x), module(x)) <= 1e-5
     assert spy.calls == 3
