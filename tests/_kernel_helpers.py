@@ -39,3 +39,19 @@ def check_form_and_tail(module: torch.nn.Module, stock: torch.nn.Module, native:
         assert rel_error(native.forward_residual(x, identity), torch.relu(expected + identity)) <= tol
     assert torch.equal(x, before[0]) and torch.equal(identity, before[1])
     return expected
+
+
+def kernel_forms(kind: str, channels: int, seed: int, kernel, gamma: bool = True,
+                 **opts) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+    """(the eager ``kind`` attention module with random norms and gamma, its inference form on stock ops, its form
+    through ``kernel``)."""
+    from attnkit.builder import build_attention
+    from attnkit.deploy.attention_fast import inference_form
+
+    from _norms import randomise_norms
+    torch.manual_seed(seed)
+    module = build_attention(dict(type=kind, **opts), channels, identity_init=gamma).eval()
+    randomise_norms(module, seed, gammas=True)
+    stock, native = inference_form(module), inference_form(module)
+    assert native.use_native(kernel)
+    return module, stock, native

@@ -12,27 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnkit.builder import build_attention, build_backbone
+from attnkit.builder import build_backbone
 from attnkit.deploy import prepare_fast
 from attnkit.deploy.attention_fast import FastCBAM, inference_form
 from attnkit.deploy.cbam_native import CBAMKernel, cbam_kernel
 from attnkit.deploy.kernels import kernel_status
 from attnkit.errors import ConfigError
 
-from _kernel_helpers import CallCounter, rel_error
+from _kernel_helpers import CallCounter, kernel_forms, rel_error
 from _norms import randomise_norms
 
 NHWC = torch.channels_last
-
-
-def _forms(opts: dict, channels: int, gamma: bool, seed: int) -> tuple[torch.nn.Module, FastCBAM, FastCBAM]:
-    """(the eager module, its form on stock ops, its form through the kernel)."""
-    torch.manual_seed(seed)
-    module = build_attention(dict(type='cbam', **opts), channels, identity_init=gamma).eval()
-    randomise_norms(module, seed, gammas=True)
-    stock, native = inference_form(module), inference_form(module)
-    assert native.use_native(cbam_kernel())
-    return module, stock, native
 
 
 def test_the_kernel_builds_here_and_says_from_what():
@@ -59,7 +49,7 @@ def test_kernel_equals_the_stock_form_and_the_module(case, gamma, monkeypatch):
     writes x's buffer."""
     opts, k, n, h, w = case
     spy = CallCounter(monkeypatch, CBAMKernel, 'run')
-    module, stock, native = _forms(opts, 96, gamma, seed=h * w + n)
+    module, stock, native = kernel_forms('cbam', 96, h * w + n, cbam_kernel(), gamma=gamma, **opts)
     assert native.spatial.kernel_size == (k, k)
     x = (torch.randn(n, 96, h, w) * 3).contiguous(memory_format=NHWC)
     identity = torch.randn(n, 96, h, w).contiguous(memory_format=NHWC)
@@ -85,7 +75,7 @@ def test_bf16_kernel_rounds_once(monkeypatch):
     as close to the fp32 module as the stock form in bf16 (which rounds y = x * Mc, then y * Ms, ...), and within
     bf16's resolution of it."""
     spy = CallCounter(monkeypatch, CBAMKernel, 'run')
-    module, stock, native = _forms({}, 128, True, seed=3)
+    module, stock, native = kernel_forms('cbam', 128, 3, cbam_kernel())
     x = (torch.randn(2, 128, 12, 10) * 3).contiguous(memory_format=NHWC)
     identity = torch.randn(2, 128, 12, 10).contiguous(memory_format=NHWC)
     xb, ib = x.bfloat16(), identity.bfloat16()
@@ -120,7 +110,7 @@ def test_inputs_the_kernel_does_not_take_run_the_stock_path(monkeypatch):
     """NCHW maps, a non-channels_last identity, autograd: the stock path, the same values; a spatial conv the
     kernel cannot run is refused."""
     spy = CallCounter(monkeypatch, CBAMKernel, 'run')
-    module, stock, native = _forms({}, 32, True, seed=5)
+    module, stock, native = kernel_forms('cbam', 32, 5, cbam_kernel())
     x = torch.randn(2, 32, 6, 7)
     nhwc = x.contiguous(memory_format=NHWC)
     with torch.no_grad():

@@ -7,26 +7,15 @@ import copy
 import pytest
 import torch
 
-from attnkit.builder import build_attention, build_backbone
+from attnkit.builder import build_backbone
 from attnkit.deploy import prepare_fast
-from attnkit.deploy.attention_fast import FastSE, inference_form
 from attnkit.deploy.kernels import kernel_status
 from attnkit.deploy.se_native import SEKernel, se_kernel
 
-from _kernel_helpers import CallCounter, check_form_and_tail, rel_error
+from _kernel_helpers import CallCounter, check_form_and_tail, kernel_forms, rel_error
 from _norms import randomise_norms
 
 NHWC = torch.channels_last
-
-
-def _forms(channels: int, seed: int, gamma: bool = True, **opts) -> tuple[torch.nn.Module, FastSE, FastSE]:
-    """(the eager module, its form on stock ops, its form through the kernel)."""
-    torch.manual_seed(seed)
-    module = build_attention(dict(type='se', **opts), channels, identity_init=gamma).eval()
-    randomise_norms(module, seed, gammas=True)
-    stock, native = inference_form(module), inference_form(module)
-    assert native.use_native(se_kernel())
-    return module, stock, native
 
 
 def test_the_kernel_builds_here_and_says_from_what():
@@ -42,7 +31,7 @@ def test_kernel_equals_the_stock_form_and_the_module(layout, n, c, h, w, gamma, 
     stock-op form; both layouts (nn.Linear, timm's 1x1 convs), 1 x 1 maps, > 64 positions (two threads share an
     image). Neither input is written by the tail; new weights are read again (the fp32 copy is keyed by version)."""
     spy = CallCounter(monkeypatch, SEKernel, 'gate')
-    module, stock, native = _forms(c, seed=n * c + h, gamma=gamma, layout=layout)
+    module, stock, native = kernel_forms('se', c, n * c + h, se_kernel(), gamma=gamma, layout=layout)
     x = (torch.randn(n, c, h, w) * 3).contiguous(memory_format=NHWC)
     identity = torch.randn(n, c, h, w).contiguous(memory_format=NHWC)
     check_form_and_tail(module, stock, native, x, identity)
@@ -55,7 +44,7 @@ def test_kernel_equals_the_stock_form_and_the_module(layout, n, c, h, w, gamma, 
 def test_bf16_gate_is_as_close_as_the_stock_form():
     """bf16 maps under autocast, as on the fast path: the kernel's mean and MLP in fp32 are at least as close to
     the fp32 module as the stock form's."""
-    module, stock, native = _forms(128, seed=3)
+    module, stock, native = kernel_forms('se', 128, 3, se_kernel())
     x = (torch.randn(1, 128, 24, 20) + 0.5).contiguous(memory_format=NHWC).bfloat16()
     identity = torch.randn(1, 128, 24, 20).contiguous(memory_format=NHWC).bfloat16()
     with torch.no_grad():
@@ -70,7 +59,7 @@ def test_bf16_gate_is_as_close_as_the_stock_form():
 def test_fallbacks(monkeypatch):
     """NCHW maps and autograd take the stock path, with the same outputs."""
     spy = CallCounter(monkeypatch, SEKernel, 'gate')
-    module, _, native = _forms(32, seed=5)
+    module, _, native = kernel_forms('se', 32, 5, se_kernel())
     x = torch.randn(1, 32, 7, 6)
     with torch.no_grad():
         assert rel_error(native(x), module(x)) <= 1e-5
