@@ -372,10 +372,11 @@ def attention_overhead(*, iters: int, warmup: int, compile: bool | str, tiny: bo
     compile`` also give the time spent inside the attention modules (forward pre/post hooks, or a timer round a
     compiled form's call; summed per call, median over calls) and its share of the plain backbone's median: the
     overhead measured directly. The timers run on a copy of each model, interleaved with the untimed calls that
-    give the rows' whole-call times (except a compiled form's, timed in its own calls: a copy would recompile). A fused tail also does the block's addition and ReLU, which the plain backbone
-    does too: its time minus the plain backbone's time in the same blocks' additions (a timer round their
-    ``_finish``) is counted; a tail that also runs ``conv3`` (reading through the expansion) has the plain
-    backbone's ``conv3`` time in those blocks taken off as well.
+    give the rows' whole-call times (except a compiled form's, timed in its own calls: a copy would recompile). A
+    fused tail also does the block's addition and ReLU, which the plain backbone does too: its time minus the plain
+    backbone's time in the same blocks' additions (a timer round their ``_finish``) is counted; a tail that also
+    runs ``conv3`` (reading through the expansion) has the plain backbone's ``conv3`` time in those blocks taken
+    off as well.
 
     Returns:
         ``{'size': px, 'rows': {'<kind> <variant>': {'median_s', 'overhead', 'all_s', 'attention_s',

@@ -180,7 +180,7 @@ class FastSE(SharedMLPWeights, InferenceGate):
 
     source_type = 'se'
     fuses_residual = True
-    native_kernel = 'se_cpu'  # the kernel use_native_kernels hands to use_native
+    kernel_binding = SEKernel  # the native kernel use_native_kernels hands to use_native
 
     def __init__(self, module: SEModule) -> None:
         super().__init__(module)
@@ -241,7 +241,7 @@ class FastCBAM(SharedMLPWeights, InferenceGate):
 
     source_type = 'cbam'
     fuses_residual = True
-    native_kernel = 'cbam_cpu'  # the kernel use_native_kernels hands to use_native
+    kernel_binding = CBAMKernel  # the native kernel use_native_kernels hands to use_native
 
     def __init__(self, module: CBAMModule) -> None:
         super().__init__(module)
@@ -347,7 +347,7 @@ class FastGC(InferenceGate):
     """
 
     source_type = 'gc'
-    native_kernel = 'gc_cpu'  # the kernel use_native_kernels hands to use_native
+    kernel_binding = GCKernel  # the native kernel use_native_kernels hands to use_native
 
     def __init__(self, module: GlobalContextBlock) -> None:
         super().__init__(module)

@@ -28,10 +28,7 @@ from ..errors import ConfigError
 from ..registry import closest_names
 from .attention_fast import InferenceGate, allow_inplace, swap_inference_forms
 from .fold import FoldReport, fold_batch_norms, fold_identity_attention
-from .cbam_native import cbam_kernel
-from .gc_native import gc_kernel
-from .se_native import se_kernel
-from .kernels import kernel_status
+from .kernels import NativeKernel, kernel_status, native_kernel
 from .residual_tail import fuse_residual_tails
 
 __all__ = ['FastReport', 'prepare_fast', 'cpu_bf16_units', 'resolve_bf16', 'cast_weights_bf16', 'COMPILE_PARTS',
@@ -319,12 +316,9 @@ def prepare_fast(model: nn.Module, *, bf16: bool | str = 'auto', channels_last: 
                              bf16_weights=cast, native_forms=natives, native_status=native_status)
 
 
-NATIVE_KERNELS = {'cbam_cpu': cbam_kernel, 'gc_cpu': gc_kernel, 'se_cpu': se_kernel}  # native_kernel -> its loader
-
-
 def use_native_kernels(model: nn.Module, setting: bool | str, device: torch.device) -> tuple[list[str], str]:
-    """Give every inference form of ``model`` that has a native CPU kernel (``use_native``, ``native_kernel``: a
-    key of :data:`NATIVE_KERNELS`) that kernel; in place.
+    """Give every inference form of ``model`` that has a native CPU kernel (``use_native``; ``kernel_binding``, a
+    :class:`~attnkit.deploy.kernels.NativeKernel` subclass) that kernel; in place.
 
     Args:
         setting: ``'auto'``, True or False (see :func:`prepare_fast`'s ``native``).
@@ -340,14 +334,14 @@ def use_native_kernels(model: nn.Module, setting: bool | str, device: torch.devi
         return [], 'off (native=False)'
     if device.type != 'cpu':
         return [], f'the model is on {device.type}, the kernels are for the CPU'
-    names, statuses = [], []
-    for kernel_name in sorted({m.native_kernel for _, m in forms}):
-        kernel = NATIVE_KERNELS[kernel_name]()
-        status = kernel_status(kernel_name)
-        if kernel is None and setting is True:
-            raise ConfigError(f'prepare_fast: native=True, but the {kernel_name} kernel is not available: {status}.')
-        names += [name for name, m in forms if m.native_kernel == kernel_name and m.use_native(kernel)]
+    kernels: dict[type, NativeKernel | None] = {}
+    statuses: list[str] = []
+    for binding in sorted({m.kernel_binding for _, m in forms}, key=lambda b: b.name):
+        kernels[binding] = native_kernel(binding)
+        status = kernel_status(binding.name)
+        if kernels[binding] is None and setting is True:
+            raise ConfigError(f'prepare_fast: native=True, but the {binding.name} kernel is not available: {status}.')
         if status not in statuses:
             statuses.append(status)
-    return [name for name, _ in forms if name in set(names)], '; '.join(statuses)
+    return [name for name, m in forms if m.use_native(kernels[m.kernel_binding])], '; '.join(statuses)
 

@@ -8,8 +8,8 @@ context term: :mod:`attnkit.deploy.gc_native`). ``torch.compile`` writes such lo
 model per input shape (minutes here) and measured no faster inside a network (docs/deploy.md). These kernels are
 plain C (no torch headers: compiled in about a second; shared helpers in ``common.h``), built with the system's C
 compiler (``$CC``, else ``cc``) as ``-O3 -march=native -fopenmp``, and cached under ``$ATTNKIT_CACHE_DIR``
-(default ``~/.cache/attnkit``) keyed by the source, the headers, the compiler and this CPU's flags. They bind to the OpenMP runtime torch has loaded
-(``libgomp.so.1``), so both share one thread pool.
+(default ``~/.cache/attnkit``) keyed by the source, the headers, the compiler and this CPU's flags. They bind to
+the OpenMP runtime torch has loaded (``libgomp.so.1``), so both share one thread pool.
 
 Without a C compiler, or with ``ATTNKIT_NATIVE=0``, :func:`load_kernel` returns None and says why
 (:func:`kernel_status`); the forms then run their stock-op path (same outputs within float rounding).

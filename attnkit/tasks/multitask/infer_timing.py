@@ -7,12 +7,13 @@
 
 Random weights (time does not depend on them, except the detector's post-processing: its ``score_thr`` is raised
 to 1.01 everywhere so no box survives and NMS costs the same), every attention ``gamma`` that starts at 0 set to
-0.1 as after training (the fast path would fold identity attention away); one ``size``x``size`` image with one question;
-median wall time over ``repeats`` rounds (one call of every model per round) after 3 warm-up rounds, on the CPU.
-Prints the median times and their ratio. ``--fast`` times every model on :func:`attnkit.deploy.prepare_fast`'s
-path; ``--parts`` also prints the median time per call inside each top-level part (``backbone``, ``neck``,
-``head``, ...; a multi-task model's branches and necks one level deeper) and what is left outside them
-(post-processing, input handling).
+0.1 as after training (the fast path would fold identity attention away); one ``size``x``size`` image with one
+question; median wall time over ``repeats`` rounds (one call of every model per round) after 3 warm-up rounds, on
+the CPU. Prints the median times and their ratio. ``--fast`` times every model on
+:func:`attnkit.deploy.prepare_fast`'s path; ``--parts`` also prints the median time per call inside each top-level
+part (``backbone``, ``neck``, ``head``, ...; a multi-task model's branches and necks one level deeper) and what is
+left outside them (post-processing, input handling). ``--synthetic-labels`` builds real-data configs without their
+data (:mod:`~attnkit.tasks.multitask.label_spaces`).
 """
 from __future__ import annotations
 
